@@ -1,0 +1,279 @@
+"""Shared helpers: the character tokenizer, devices, seeding, data, batches and checkpoints.
+
+Every script imports these from here, so each job is written exactly once.
+"""
+
+import math
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_DIR = Path(__file__).resolve().parent
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad flag, missing file...). Scripts print it as one line and exit 2."""
+
+
+def run_main(main):
+    """Run a script's main(), turning a UserError into one clear line on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+class CharTokenizer:
+    """Character-level tokenizer: every distinct character in the text is one token.
+
+    The vocabulary is the sorted set of characters, so the same text always gives the same ids.
+    `stoi` maps str -> int, `itos` maps int -> str.
+    """
+
+    def __init__(self, text):
+        if not text:
+            raise ValueError("cannot build a tokenizer from empty text")
+        chars = sorted(set(text))
+        self._set_vocab({ch: i for i, ch in enumerate(chars)})
+
+    @classmethod
+    def from_stoi(cls, stoi):
+        """Rebuild the tokenizer a checkpoint carries (its `tokenizer_stoi`)."""
+        tok = cls.__new__(cls)
+        tok._set_vocab(dict(stoi))
+        return tok
+
+    def _set_vocab(self, stoi):
+        self.stoi = stoi
+        self.itos = {i: ch for ch, i in stoi.items()}
+        self.vocab_size = len(stoi)
+        # For fast bulk encoding: the vocabulary's code points in ascending order, and the id of each.
+        codepoints = np.array([ord(ch) for ch in stoi], dtype=np.int64)
+        order = np.argsort(codepoints)
+        self._sorted_codepoints = codepoints[order]
+        self._ids_by_codepoint = np.array(list(stoi.values()), dtype=np.int64)[order]
+
+    def encode_array(self, text):
+        """Encode text -> numpy int64 array of ids, vectorised (fast on millions of characters)."""
+        codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        pos = np.searchsorted(self._sorted_codepoints, codepoints)
+        pos = np.minimum(pos, len(self._sorted_codepoints) - 1)
+        known = self._sorted_codepoints[pos] == codepoints
+        if not known.all():
+            unknown = sorted(set(chr(c) for c in codepoints[~known]))
+            shown = ", ".join(repr(ch) for ch in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            raise ValueError(
+                f"cannot encode {len(unknown)} unknown character(s): {shown}. "
+                f"The tokenizer only knows the {self.vocab_size} characters seen in its training text."
+            )
+        return self._ids_by_codepoint[pos]
+
+    def encode(self, text):
+        """str -> list[int]. Raises ValueError naming any character not in the vocabulary."""
+        return self.encode_array(text).tolist()
+
+    def decode(self, ids):
+        """list[int] (or a 1-D tensor) -> str."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        try:
+            return "".join(self.itos[i] for i in ids)
+        except KeyError as e:
+            raise ValueError(f"cannot decode id {e.args[0]}: ids go from 0 to {self.vocab_size - 1}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Device and seeding
+
+
+def get_device(name="auto"):
+    """'auto' picks cuda, then Apple's mps, then cpu; 'cpu', 'cuda', 'cuda:1' or 'mps' force one."""
+    if name in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps was asked for, but Apple's MPS is not available here; use --device cpu or auto")
+    if name != "cpu" and not name.startswith(("cuda", "mps")):
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def set_seed(seed):
+    """Seed python, numpy and torch (all devices) so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def read_text(path):
+    """Read a UTF-8 text file, with a clear UserError if it is missing, unreadable or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such text file: {path} (check the path given with --data)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start} is invalid); save it as UTF-8 and try again") from None
+    if not text:
+        raise UserError(f"{path} is empty; give a text file with something to learn from")
+    return text
+
+
+def train_val_split(data, train_fraction=0.9):
+    """First train_fraction of the tokens for training, the rest for validation."""
+    n = int(train_fraction * len(data))
+    return data[:n], data[n:]
+
+
+def get_batch(data, batch_size, block_size, device, generator=None):
+    """Sample batch_size random windows of block_size tokens from data.
+
+    data: 1-D torch tensor or numpy array of token ids. Returns x, y: (batch_size, block_size)
+    int64 on device, with y the same windows shifted one token to the right (the next characters).
+    """
+    if len(data) <= block_size:
+        raise ValueError(f"need more than block_size={block_size} tokens to sample a batch, got {len(data)}")
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    if isinstance(data, torch.Tensor):
+        offsets = torch.arange(block_size + 1)
+        windows = data[starts[:, None] + offsets]  # (B, T + 1)
+    else:
+        windows = torch.from_numpy(np.stack([data[s : s + block_size + 1] for s in starts.tolist()]).astype(np.int64))
+    x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # (B, T) each
+    return x.to(device), y.to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(obj, path):
+    """torch.save to a temporary file in the same folder, then rename it into place.
+
+    The rename is atomic, so a crash at any moment leaves either the old file or the new one,
+    never half a checkpoint.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path, device="cpu"):
+    """Load a checkpoint safely (weights_only=True) onto device, with a clear UserError if missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}; train one first with `python3 train.py` (or pass --checkpoint)")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # corrupt file, not a checkpoint, ...
+        raise UserError(f"could not read checkpoint {path}: {e}") from None
+
+
+MODEL_ARGS = ("n_embd", "num_heads", "n_layer", "block_size", "dropout")
+
+
+def model_from_checkpoint(ckpt, device="cpu"):
+    """Rebuild (model, tokenizer) from a checkpoint dict: train.py's, or day 4's smaller format."""
+    from model import GPTModel
+
+    try:
+        cfg = ckpt["config"]
+        args = {k: cfg[k] for k in MODEL_ARGS if k in cfg}
+        model = GPTModel(vocab_size=ckpt["vocab_size"], **args)
+        model.load_state_dict(ckpt["model_state_dict"])
+        tokenizer = CharTokenizer.from_stoi(ckpt["tokenizer_stoi"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"this checkpoint does not hold a Mini-GPT model ({type(e).__name__}: {e})") from None
+    return model.to(device), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
+# Training helpers
+
+
+@torch.no_grad()
+def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, seed=0):
+    """Mean loss over eval_iters batches of each split, in eval mode.
+
+    The batches come from their own generator, seeded the same way each time, so every evaluation
+    scores the same windows (a fair comparison between steps) and training's randomness is untouched.
+    """
+    model.eval()
+    out = {}
+    for name, data in splits.items():
+        generator = torch.Generator().manual_seed(seed)
+        losses = torch.zeros(eval_iters)
+        for k in range(eval_iters):
+            x, y = get_batch(data, batch_size, block_size, device, generator)
+            _, loss = model(x, y)
+            losses[k] = loss.item()
+        out[name] = losses.mean().item()
+    model.train()
+    return out
+
+
+def lr_at(step, progress, base_lr, warmup_iters, min_lr_ratio=0.1):
+    """Learning rate for a step: linear warmup, then cosine decay down to base_lr * min_lr_ratio.
+
+    step: optimizer steps already taken; progress: how much of the run is done, from 0 to 1
+    (steps done / max_iters, or seconds used / time budget). Warmup avoids large, badly aimed
+    first updates while AdamW's statistics are still empty; the decay lets the model settle.
+    """
+    if step < warmup_iters:
+        return base_lr * (step + 1) / warmup_iters
+    progress = min(max(progress, 0.0), 1.0)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return base_lr * (min_lr_ratio + (1.0 - min_lr_ratio) * cosine)
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend: saving PNGs works with no display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_losses(steps, train_losses, val_losses, path, title="Training progress"):
+    """Save a train/val loss curve as a PNG."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(steps, train_losses, marker="o", label="train loss")
+    ax.plot(steps, val_losses, marker="s", label="val loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
