@@ -1,0 +1,44 @@
+import argparse
+import dataclasses
+
+import pytest
+
+from config import PRESETS, Config, add_config_args, apply_overrides, config_from_args, validate
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_config_args(parser)
+    return parser.parse_args(argv)
+
+
+def test_every_field_has_a_flag_of_the_same_name():
+    args = parse([])
+    for f in dataclasses.fields(Config):
+        assert hasattr(args, f.name) and getattr(args, f.name) is None
+
+
+def test_flags_override_the_preset_which_overrides_the_defaults():
+    cfg = config_from_args(parse(["--n_embd", "96", "--max_iters", "7", "--dropout", "0"]), preset="tiny")
+    assert cfg.n_embd == 96  # the flag wins over the preset
+    assert cfg.num_heads == PRESETS["tiny"]["num_heads"]  # the preset wins over the default
+    assert cfg.max_iters == 7 and cfg.dropout == 0.0
+    assert cfg.batch_size == Config().batch_size  # untouched fields keep config.py's value
+
+
+def test_presets_are_the_tutorial_sizes_and_valid():
+    assert {k: PRESETS["tiny"][k] for k in ("n_embd", "n_layer", "num_heads")} == dict(n_embd=64, n_layer=2, num_heads=2)
+    assert {k: PRESETS["small"][k] for k in ("n_embd", "n_layer", "num_heads")} == dict(n_embd=128, n_layer=4, num_heads=4)
+    assert {k: PRESETS["default"][k] for k in ("n_embd", "n_layer", "num_heads")} == dict(n_embd=384, n_layer=6, num_heads=6)
+    for name in PRESETS:
+        validate(apply_overrides(Config(), PRESETS[name]))
+    validate(Config())
+
+
+def test_validate_explains_what_is_wrong():
+    with pytest.raises(ValueError, match=r"n_embd \(100\) must be divisible by num_heads \(3\)"):
+        validate(Config(n_embd=100, num_heads=3))
+    with pytest.raises(ValueError, match="dropout must be in"):
+        validate(Config(dropout=1.5))
+    with pytest.raises(ValueError, match="unknown config field"):
+        apply_overrides(Config(), {"n_embed": 3})

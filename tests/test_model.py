@@ -1,0 +1,173 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import CausalSelfAttention, GPTModel, Head, sample_next
+
+
+def small_model(vocab_size=11, block_size=8, **kwargs):
+    args = dict(n_embd=16, num_heads=2, n_layer=2, block_size=block_size, dropout=0.0)
+    args.update(kwargs)
+    return GPTModel(vocab_size, **args)
+
+
+# ---------------------------------------------------------------- Head
+
+def test_head_matches_the_day3_hand_computation():
+    # Day 3 uses Q = K = V = the sequence itself: identity weights give exactly that.
+    head = Head(n_embd=2, head_size=2, block_size=3)
+    with torch.no_grad():
+        for layer in (head.query, head.key, head.value):
+            layer.weight.copy_(torch.eye(2))
+    sequence = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    scores = sequence @ sequence.T / math.sqrt(2)
+    scores = scores.masked_fill(torch.tril(torch.ones(3, 3)) == 0, float("-inf"))
+    expected = F.softmax(scores, dim=-1) @ sequence
+    out = head(sequence[None])  # (1, 3, 2)
+    torch.testing.assert_close(out[0], expected)
+    # The numbers day 3 prints for the masked weights' second row: 0.3302, 0.6698.
+    weights = head.attention_weights(sequence[None])[0]
+    torch.testing.assert_close(weights[1, :2], torch.tensor([0.3302, 0.6698]), atol=1e-4, rtol=0)
+
+
+def test_head_is_causal():
+    head = Head(n_embd=8, head_size=4, block_size=6).eval()
+    x = torch.randn(2, 6, 8)
+    changed = x.clone()
+    changed[:, 4:] = torch.randn(2, 2, 8)  # change the last two positions only
+    torch.testing.assert_close(head(x)[:, :4], head(changed)[:, :4])
+    assert not torch.allclose(head(x)[:, 4:], head(changed)[:, 4:])
+
+
+def test_head_shape_and_length_check():
+    head = Head(n_embd=8, head_size=4, block_size=5)
+    assert head(torch.randn(3, 5, 8)).shape == (3, 5, 4)
+    with pytest.raises(ValueError, match="longer than block_size 5"):
+        head(torch.randn(1, 6, 8))
+
+
+def test_fused_attention_equals_concatenated_heads():
+    n_embd, num_heads, block_size = 12, 3, 7
+    hs = n_embd // num_heads
+    fused = CausalSelfAttention(n_embd, num_heads, block_size).eval()
+    heads = [Head(n_embd, hs, block_size).eval() for _ in range(num_heads)]
+    q_w, k_w, v_w = fused.qkv.weight.split(n_embd, dim=0)
+    with torch.no_grad():
+        for h, head in enumerate(heads):
+            rows = slice(h * hs, (h + 1) * hs)
+            head.query.weight.copy_(q_w[rows])
+            head.key.weight.copy_(k_w[rows])
+            head.value.weight.copy_(v_w[rows])
+    x = torch.randn(2, block_size, n_embd)
+    expected = fused.proj(torch.cat([head(x) for head in heads], dim=-1))
+    torch.testing.assert_close(fused(x), expected, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- GPTModel
+
+def test_forward_shapes_with_and_without_targets():
+    model = small_model(vocab_size=11, block_size=8)
+    idx = torch.randint(11, (3, 5))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 5, 11) and loss is None
+    logits, loss = model(idx, idx)
+    assert logits.shape == (3, 5, 11) and loss.shape == ()
+
+
+def test_initial_loss_is_about_ln_vocab_size():
+    vocab_size = 65
+    model = small_model(vocab_size=vocab_size, block_size=16)
+    idx = torch.randint(vocab_size, (8, 16))
+    targets = torch.randint(vocab_size, (8, 16))
+    _, loss = model(idx, targets)
+    assert abs(loss.item() - math.log(vocab_size)) < 0.1
+
+
+def test_loss_falls_when_overfitting_one_batch():
+    model = small_model(vocab_size=11, block_size=8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x = torch.randint(11, (4, 8))
+    y = torch.randint(11, (4, 8))
+    first = None
+    for _ in range(150):
+        _, loss = model(x, y)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert first > 2.2
+    assert loss.item() < 0.3  # memorised: far below ln(11) = 2.4
+
+
+def test_bad_sizes_give_clear_errors():
+    with pytest.raises(ValueError, match="divisible"):
+        small_model(n_embd=10, num_heads=3)
+    model = small_model(block_size=8)
+    with pytest.raises(ValueError, match="longer than the model's block_size 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- generate
+
+def test_generate_length_and_crop_past_block_size():
+    model = small_model(block_size=8)
+    prompt = torch.randint(11, (2, 12))  # longer than block_size: the context is cropped
+    out = model.generate(prompt, max_new_tokens=10)
+    assert out.shape == (2, 22)
+    assert torch.equal(out[:, :12], prompt)
+
+
+def test_generate_is_deterministic_under_a_seed():
+    model = small_model()
+    prompt = torch.zeros(1, 1, dtype=torch.long)
+    torch.manual_seed(123)
+    a = model.generate(prompt, 30)
+    torch.manual_seed(123)
+    b = model.generate(prompt, 30)
+    torch.manual_seed(124)
+    c = model.generate(prompt, 30)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_temperature_zero_is_greedy():
+    model = small_model().eval()
+    idx = torch.tensor([[1, 2, 3]])
+    expected = idx
+    for _ in range(6):  # the argmax loop, written out
+        logits, _ = model(expected[:, -8:])
+        expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(model.generate(idx, 6, temperature=0), expected)
+    # top_k=1 keeps only the best token, so sampling it is greedy too.
+    assert torch.equal(model.generate(idx, 6, temperature=1.0, top_k=1), expected)
+
+
+def test_generate_runs_in_eval_mode_and_restores_the_mode():
+    model = small_model(dropout=0.5)
+    model.train()
+    idx = torch.tensor([[1, 2, 3]])
+    a = model.generate(idx, 5, temperature=0)
+    b = model.generate(idx, 5, temperature=0)
+    assert torch.equal(a, b)  # dropout off: greedy is repeatable
+    assert model.training
+
+
+def test_top_k_only_samples_from_the_k_best():
+    logits = torch.tensor([[0.0, 5.0, 4.0, -1.0, 3.0]]).repeat(500, 1)
+    picks = sample_next(logits, temperature=1.0, top_k=2).flatten()
+    assert set(picks.tolist()) == {1, 2}
+    # top_k larger than the vocabulary is clamped, not an error.
+    assert sample_next(logits, temperature=1.0, top_k=1000).shape == (500, 1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=-0.5), "temperature must be"),
+    (dict(temperature=float("nan")), "temperature must be"),
+    (dict(top_k=0), "top_k must be at least 1"),
+])
+def test_generate_rejects_bad_arguments(kwargs, message):
+    model = small_model()
+    with pytest.raises(ValueError, match=message):
+        model.generate(torch.zeros(1, 1, dtype=torch.long), 5, **kwargs)

@@ -1,0 +1,134 @@
+"""End to end: the scripts as a learner runs them, each in a fresh temporary folder.
+
+Most run in-process (calling the script's main() as `python3 script.py` would), since starting a new
+Python with torch costs seconds; one test runs real subprocesses to check exit codes and stderr.
+"""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import day1_tokenizer
+import day2_embedding
+import day3_attention
+import day4_train_small
+import generate
+import train
+from conftest import REPO
+from utils import run_main
+
+TRAIN_FLAGS = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "32",
+               "--batch_size", "16", "--max_iters", "150", "--eval_interval", "50", "--eval_iters", "5",
+               "--learning_rate", "3e-3", "--warmup_iters", "10", "--sample_tokens", "50", "--device", "cpu"]
+
+
+def run(module, *args):
+    """Run a script's main() as its __main__ block does; returns the exit status."""
+    argv = list(map(str, args))
+    try:
+        run_main(lambda: module.main(argv))
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def assert_clean_error(status, err, *phrases):
+    """Bad input: non-zero exit, one clear line on stderr, no traceback."""
+    assert status != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for phrase in phrases:
+        assert phrase in lines[0]
+
+
+def test_train_then_generate(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    assert run(train, "--data", tiny_text_file, "--out_dir", "out", *TRAIN_FLAGS) == 0
+    out = tmp_path / "out"
+    assert {"ckpt.pt", "loss.png", "log.csv"} <= {p.name for p in out.iterdir()}
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [0, 50, 100, 150]
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"]) - 0.8  # it learned something
+    assert "sample (temperature 0.8)" in capsys.readouterr().out
+
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    for key in ("model_state_dict", "tokenizer_stoi", "tokenizer_itos", "vocab_size", "config"):
+        assert key in ckpt
+    assert ckpt["config"]["n_embd"] == 32
+
+    flags = ["--prompt", "First", "--max_new_tokens", "40", "--num_samples", "2"]
+    assert run(generate, *flags) == 0
+    first = capsys.readouterr().out
+    samples = first.split("---------- sample 2 ----------\n")
+    assert len(samples) == 2 and samples[1].startswith("First")
+    assert len(samples[1].rstrip("\n")) == len("First") + 40
+    assert run(generate, *flags) == 0
+    assert capsys.readouterr().out == first  # same seed, same text
+
+    assert_clean_error(run(generate, "--prompt", "你好"), capsys.readouterr().err, "'你'", "only knows")
+    assert_clean_error(run(generate, "--temperature", "-1"), capsys.readouterr().err, "temperature")
+    assert_clean_error(run(generate, "--checkpoint", "missing.pt"), capsys.readouterr().err, "no checkpoint")
+
+
+def test_train_bad_input_fails_cleanly_and_keeps_the_old_checkpoint(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ckpt.pt").write_bytes(b"an earlier run's model")
+    assert_clean_error(run(train, "--data", "nope.txt"), capsys.readouterr().err, "no such text file", "nope.txt")
+    assert_clean_error(run(train, "--data", tiny_text_file, "--n_embd", "30", "--num_heads", "4"),
+                       capsys.readouterr().err, "divisible")
+    (tmp_path / "short.txt").write_text("too short", encoding="utf-8")
+    assert_clean_error(run(train, "--data", "short.txt"), capsys.readouterr().err, "smaller --block_size")
+    assert_clean_error(run(train, "--device", "tpu"), capsys.readouterr().err, "unknown device")
+    assert (out / "ckpt.pt").read_bytes() == b"an earlier run's model"
+
+
+def test_scripts_as_subprocesses_exit_non_zero_with_one_line(tmp_path):
+    """The real thing, once: `python3 generate.py` with no checkpoint, from a folder without one."""
+    result = subprocess.run([sys.executable, str(REPO / "generate.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == "error: no checkpoint at out/ckpt.pt; train one first with `python3 train.py` " \
+                            "(or pass --checkpoint)\n"
+
+
+def test_day1(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    day1_tokenizer.main()
+    stdout = capsys.readouterr().out
+    assert "词汇表大小: 8" in stdout
+    assert "验证: True ✓" in stdout
+    assert "only knows the 8 characters" in stdout
+
+
+def test_day2_saves_its_picture(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    day2_embedding.main()
+    assert (tmp_path / "day2_embeddings.png").stat().st_size > 10_000
+    assert "已保存到 day2_embeddings.png" in capsys.readouterr().out
+
+
+def test_day3_saves_its_picture_and_head_matches_the_hand_computation(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    day3_attention.main()
+    assert (tmp_path / "day3_attention.png").stat().st_size > 10_000
+    stdout = capsys.readouterr().out
+    assert "已保存到 day3_attention.png" in stdout
+    assert "和手算结果一致: True" in stdout
+
+
+def test_day4_trains_saves_and_its_model_generates(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run(day4_train_small, "--max_iters", "100", "--device", "cpu") == 0
+    stdout = capsys.readouterr().out
+    assert "✓ 模型已保存到 day4_model.pt" in stdout
+    assert (tmp_path / "day4_training_curve.png").exists()
+    ckpt = torch.load(tmp_path / "day4_model.pt", weights_only=True)
+    assert set(ckpt) == {"model_state_dict", "tokenizer_stoi", "tokenizer_itos", "vocab_size", "config"}
+    assert ckpt["config"] == {"n_embd": 64, "num_heads": 2, "n_layer": 2, "block_size": 32}
+    assert run(generate, "--checkpoint", "day4_model.pt", "--max_new_tokens", "20") == 0
