@@ -68,7 +68,6 @@ class CausalSelfAttention(nn.Module):
         if n_embd % num_heads != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
-        self.block_size = block_size
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd)
         self.dropout = dropout
@@ -80,14 +79,58 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         return [t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2) for t in (q, k, v)]
 
-    def forward(self, x):
+    def forward(self, x, kv_cache=None):
+        """x: (B, T, C) -> (B, T, C).
+
+        kv_cache: None, or a (keys, values, offset) triple for generation: buffers of shape
+        (B, H, block_size, hs) holding the keys and values of the `offset` tokens before x.
+        """
         B, T, C = x.shape
         q, k, v = self.split_heads(x)  # (B, H, T, hs) each
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # put the heads side by side again
+        offset = 0
+        if kv_cache is not None:
+            keys, values, offset = kv_cache
+            keys[:, :, offset : offset + T] = k  # remember the new tokens' keys and values ...
+            values[:, :, offset : offset + T] = v
+            k, v = keys[:, :, : offset + T], values[:, :, : offset + T]  # ... and attend to all so far
+        dropout_p = self.dropout if self.training else 0.0
+        if offset == 0:  # queries and keys are the same positions: the usual causal mask
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+        elif T == 1:  # one new token may look at every earlier one: no mask needed
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        else:  # new tokens i = 0..T-1 sit at positions offset + i: each sees keys up to there
+            mask = torch.ones(T, offset + T, dtype=torch.bool, device=x.device).tril(diagonal=offset)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, hs) -> (B, T, C): heads side by side
         return self.resid_dropout(self.proj(y))
+
+    def attention_weights(self, x):
+        """The (B, H, T, T) attention matrices, written out like Head's (for pictures, not speed)."""
+        q, k, _ = self.split_heads(x)  # (B, H, T, hs)
+        T = x.shape[1]
+        wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, H, T, T)
+        wei = wei.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).tril() == 0, float("-inf"))
+        return F.softmax(wei, dim=-1)
+
+
+class KVCache:
+    """Every layer's keys and values for the tokens processed so far, so that generating one more
+    token only runs that token through the model instead of the whole context again.
+
+    Buffers are allocated once at full size: (n_layer, B, H, block_size, hs) for keys and for values.
+    """
+
+    def __init__(self, model, batch_size):
+        attn = model.blocks[0].attn
+        C = model.token_embedding.weight.shape[1]
+        shape = (len(model.blocks), batch_size, attn.num_heads, model.block_size, C // attn.num_heads)
+        weight = model.token_embedding.weight
+        self.keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        self.values = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        self.length = 0  # tokens stored so far
+
+    def layer(self, i):
+        return self.keys[i], self.values[i], self.length
 
 
 class FeedForward(nn.Module):
@@ -119,8 +162,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(n_embd)
         self.ffwd = FeedForward(n_embd, dropout)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))  # (B, T, C)
+    def forward(self, x, kv_cache=None):
+        x = x + self.attn(self.ln1(x), kv_cache)  # (B, T, C)
         x = x + self.ffwd(self.ln2(x))  # (B, T, C)
         return x
 
@@ -130,8 +173,6 @@ class GPTModel(nn.Module):
 
     def __init__(self, vocab_size, n_embd, num_heads, n_layer, block_size, dropout=0.0):
         super().__init__()
-        if n_embd % num_heads != 0:
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by num_heads ({num_heads})")
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
@@ -140,7 +181,15 @@ class GPTModel(nn.Module):
         self.blocks = nn.ModuleList(Block(n_embd, num_heads, block_size, dropout) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size)
+        # Weight tying: reading a character in (embedding) and writing one out (head) use the same
+        # vectors, which saves vocab_size * n_embd parameters and helps small models learn faster.
+        self.lm_head.weight = self.token_embedding.weight
         self.apply(self._init_weights)
+        # Each block adds its attention and MLP outputs to the residual stream, so its variance grows
+        # with depth; starting those two projections smaller (GPT-2's 1/sqrt(2 * n_layer)) evens it out.
+        for block in self.blocks:
+            for layer in (block.attn.proj, block.ffwd.net[2]):
+                nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
     @staticmethod
     def _init_weights(module):
@@ -154,22 +203,26 @@ class GPTModel(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, kv_cache=None):
         """idx: (B, T) token ids, T <= block_size; targets: (B, T) or None.
 
         Returns (logits (B, T, V), loss): loss is the mean cross-entropy, or None without targets.
+        With a KVCache, idx holds only the tokens after the cached ones; they are appended to it.
         """
         B, T = idx.shape
-        if T > self.block_size:
+        offset = kv_cache.length if kv_cache is not None else 0
+        if offset + T > self.block_size:
             raise ValueError(
-                f"sequence length {T} is longer than the model's block_size {self.block_size}; "
+                f"sequence length {offset + T} is longer than the model's block_size {self.block_size}; "
                 "crop the input to the last block_size tokens"
             )
-        pos = torch.arange(T, device=idx.device)  # (T,)
+        pos = torch.arange(offset, offset + T, device=idx.device)  # (T,) absolute positions
         x = self.token_embedding(idx) + self.position_embedding(pos)  # (B, T, C) + (T, C) -> (B, T, C)
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, kv_cache.layer(i) if kv_cache is not None else None)  # (B, T, C)
+        if kv_cache is not None:
+            kv_cache.length += T
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
@@ -177,35 +230,75 @@ class GPTModel(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+    def attention_maps(self, idx):
+        """Every layer's attention weights for idx (B, T): a list of n_layer tensors (B, H, T, T).
+
+        A separate, explicit pass for visualisation, so the fused forward stays as fast as ever.
+        """
+        T = idx.shape[1]
+        x = self.token_embedding(idx) + self.position_embedding(torch.arange(T, device=idx.device))
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attn.attention_weights(block.ln1(x)))
+            x = block(x)
+        return maps
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens).
 
         temperature: > 0 divides the logits (lower = safer, higher = wilder); 0 means greedy (argmax).
         top_k: sample only among the k most likely tokens (clamped to the vocabulary size).
+        top_p: sample only among the most likely tokens whose probabilities add up to top_p (nucleus).
+        use_cache: reuse earlier tokens' keys and values (KVCache); same tokens, many times faster.
         Runs in eval mode (no dropout) and restores the previous mode afterwards.
         """
-        check_sampling_args(temperature, top_k)
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache))
+        return torch.cat([idx, *new], dim=1)
+
+    @torch.no_grad()  # on a generator, PyTorch switches gradients off only while it runs
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+        """Like generate, but yields each new token (B, 1) as soon as it is sampled."""
+        check_sampling_args(temperature, top_k, top_p)
         was_training = self.training
         self.eval()
-        for _ in range(max_new_tokens):
-            # Positions only go up to block_size, so the model can only see the last block_size tokens.
-            idx_cond = idx[:, -self.block_size:]  # (B, <=block_size)
-            logits, _ = self(idx_cond)
-            next_id = sample_next(logits[:, -1, :], temperature, top_k)  # (B, 1)
-            idx = torch.cat((idx, next_id), dim=1)  # (B, T + 1)
-        self.train(was_training)
-        return idx
+        try:
+            # The model has learned positions 0..block_size-1 only, so it sees a window of at most
+            # block_size tokens. A KV cache cannot slide that window one token at a time: shifting
+            # it changes every token's position, hence every cached key and value. So when the window
+            # is full, both paths drop its older half and start again from the newer half (the cached
+            # path re-fills its cache with one forward pass). Cached and uncached generation see the
+            # same windows and give the same tokens; the refill happens once per block_size/2 tokens.
+            start = max(0, idx.shape[1] - self.block_size)  # a long prompt: keep its last block_size
+            cache = None
+            for _ in range(max_new_tokens):
+                if idx.shape[1] - start > self.block_size:
+                    start = idx.shape[1] - max(1, self.block_size // 2)
+                    cache = None
+                if not use_cache:
+                    logits, _ = self(idx[:, start:])  # the whole window, every step
+                elif cache is None or cache.length != idx.shape[1] - start - 1:
+                    cache = KVCache(self, idx.shape[0])
+                    logits, _ = self(idx[:, start:], kv_cache=cache)  # prefill: the window in one pass
+                else:
+                    logits, _ = self(idx[:, -1:], kv_cache=cache)  # just the newest token
+                next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
+                idx = torch.cat((idx, next_id), dim=1)
+                yield next_id
+        finally:
+            self.train(was_training)
 
 
-def check_sampling_args(temperature, top_k):
+def check_sampling_args(temperature, top_k=None, top_p=None):
     """Raise ValueError with a clear message for sampling settings that make no sense."""
-    if temperature < 0 or not math.isfinite(temperature):
+    if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1 (or None to disable), got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (or None to disable), got {top_p}")
 
 
-def sample_next(logits, temperature=1.0, top_k=None):
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
     """Pick the next token id from last-position logits (B, V) -> (B, 1)."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # greedy: always the most likely token
@@ -216,4 +309,10 @@ def sample_next(logits, temperature=1.0, top_k=None):
         kth_best = torch.topk(logits, k).values[:, [-1]]  # (B, 1)
         logits = logits.masked_fill(logits < kth_best, float("-inf"))
     probs = F.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1)  # (B, 1)
+    if top_p is not None and top_p < 1.0:
+        # Nucleus: keep the fewest most-likely tokens whose probabilities reach top_p, drop the tail.
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability mass ranked above each token
+        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, num_samples=1)  # (B, 1); multinomial renormalises
