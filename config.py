@@ -33,6 +33,10 @@ class Config:
     warmup_iters: int = _param(100, "steps of linear learning-rate warmup before the cosine decay")
     min_lr_ratio: float = _param(0.1, "the cosine decay ends at learning_rate * min_lr_ratio")
     weight_decay: float = _param(0.1, "AdamW weight decay")
+    grad_clip: float = _param(1.0, "clip the gradient norm to this (0 = off)")
+    grad_accum: int = _param(1, "micro-batches summed into each optimizer step (a bigger batch in less memory)")
+    time_budget: float = _param(0.0, "seconds of training; when > 0 it replaces max_iters as the stopping rule")
+    compile: str = _param("auto", "torch.compile the model: auto (on for CUDA only), true or false")
     sample_tokens: int = _param(300, "characters to sample and print when training ends (0 = none)")
 
 
@@ -106,6 +110,10 @@ def validate(cfg):
         (cfg.warmup_iters >= 0, "warmup_iters must be >= 0"),
         (0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}"),
         (cfg.weight_decay >= 0, "weight_decay must be >= 0"),
+        (cfg.grad_clip >= 0, "grad_clip must be >= 0"),
+        (cfg.grad_accum >= 1, "grad_accum must be >= 1"),
+        (cfg.time_budget >= 0, "time_budget must be >= 0 seconds"),
+        (cfg.compile in ("auto", "true", "false"), f"compile must be auto, true or false, got {cfg.compile!r}"),
         (cfg.sample_tokens >= 0, "sample_tokens must be >= 0"),
     ]
     for ok, message in checks:

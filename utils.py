@@ -3,11 +3,15 @@
 Every script imports these from here, so each job is written exactly once.
 """
 
+import hashlib
+import json
 import math
 import os
 import random
 import sys
 import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +142,86 @@ def read_text(path):
     return text
 
 
+@dataclass
+class TokenData:
+    tokens: np.ndarray  # 1-D token ids, usually a read-only np.memmap of the cache file
+    stoi: dict  # the vocabulary: character -> id
+
+
+CHUNK_CHARS = 1 << 24  # encode big files 16M characters at a time, so they never need to fit in memory
+
+
+def _file_hash(path):
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _read_chunks(path):
+    """Yield the text of a UTF-8 file in pieces of CHUNK_CHARS characters, with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such text file: {path} (check the path given with --data)")
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            for chunk in iter(lambda: f.read(CHUNK_CHARS), ""):
+                yield chunk
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start} of a block is invalid); save it as UTF-8") from None
+
+
+def load_tokens(path):
+    """A text file's token ids and vocabulary, encoded once and cached beside the file.
+
+    The cache is `<file>.<content hash>.tokens.npy` (uint16 ids when the vocabulary fits, else
+    uint32) plus `.tokens.json` (the vocabulary), read back through np.memmap: a restart costs no
+    re-encoding, and a corpus bigger than RAM is read from disk as batches need it. Editing the text
+    changes its hash, so a stale cache is never used. If the folder is read-only, nothing is cached.
+    """
+    path = Path(path)
+    chunks = _read_chunks(path)
+    first = next(chunks, "")  # also checks the file exists and starts as valid UTF-8
+    if not first:
+        raise UserError(f"{path} is empty; give a text file with something to learn from")
+    stem = f"{path.name}.{_file_hash(path)}.tokens"
+    cache, vocab_file = path.with_name(stem + ".npy"), path.with_name(stem + ".json")
+    if cache.is_file() and vocab_file.is_file():
+        stoi = json.loads(vocab_file.read_text(encoding="utf-8"))
+        return TokenData(np.load(cache, mmap_mode="r"), stoi)
+
+    # Pass 1: the vocabulary and the length. Pass 2: encode chunk by chunk into the cache file.
+    chars, n = set(first), len(first)
+    for chunk in chunks:
+        chars.update(chunk)
+        n += len(chunk)
+    tokenizer = CharTokenizer("".join(chars))
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=stem + ".", suffix=".tmp")
+        os.close(fd)
+    except OSError:  # read-only folder: encode in memory instead
+        return TokenData(tokenizer.encode_array("".join(_read_chunks(path))).astype(dtype), tokenizer.stoi)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))
+        pos = 0
+        for chunk in _read_chunks(path):
+            out[pos : pos + len(chunk)] = tokenizer.encode_array(chunk)
+            pos += len(chunk)
+        out.flush()
+        del out
+        for pattern in ("*.tokens.npy", "*.tokens.json"):  # caches of earlier versions of the text
+            for old in path.parent.glob(f"{path.name}.{pattern}"):
+                old.unlink()
+        vocab_file.write_text(json.dumps(tokenizer.stoi, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, cache)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return TokenData(np.load(cache, mmap_mode="r"), tokenizer.stoi)
+
+
 def train_val_split(data, train_fraction=0.9):
     """First train_fraction of the tokens for training, the rest for validation."""
     n = int(train_fraction * len(data))
@@ -164,6 +248,13 @@ def get_batch(data, batch_size, block_size, device, generator=None):
 
 # ----------------------------------------------------------------------------------------------
 # Checkpoints
+
+
+def autocast_context(device):
+    """bfloat16 autocast on CUDA GPUs that support it (faster matmuls, same range as fp32); else fp32."""
+    if str(device).startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def save_checkpoint(obj, path):
@@ -259,8 +350,17 @@ def pyplot():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
 
+    # Labels may hold Chinese characters: add whichever CJK font this machine has as a fallback.
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    cjk = [name for name in CJK_FONTS if name in installed]
+    plt.rcParams["font.sans-serif"] = ["DejaVu Sans", *cjk]
     return plt
+
+
+CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
+             "Microsoft YaHei", "PingFang SC", "Heiti SC", "Arial Unicode MS"]
 
 
 def plot_losses(steps, train_losses, val_losses, path, title="Training progress"):

@@ -17,32 +17,11 @@ import day3_attention
 import day4_train_small
 import generate
 import train
-from conftest import REPO
-from utils import run_main
+from conftest import REPO, assert_clean_error, run
 
 TRAIN_FLAGS = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "32",
                "--batch_size", "16", "--max_iters", "150", "--eval_interval", "50", "--eval_iters", "5",
                "--learning_rate", "3e-3", "--warmup_iters", "10", "--sample_tokens", "50", "--device", "cpu"]
-
-
-def run(module, *args):
-    """Run a script's main() as its __main__ block does; returns the exit status."""
-    argv = list(map(str, args))
-    try:
-        run_main(lambda: module.main(argv))
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
-def assert_clean_error(status, err, *phrases):
-    """Bad input: non-zero exit, one clear line on stderr, no traceback."""
-    assert status != 0
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for phrase in phrases:
-        assert phrase in lines[0]
 
 
 def test_train_then_generate(tmp_path, monkeypatch, capsys, tiny_text_file):

@@ -1,0 +1,166 @@
+"""train.py as a serious trainer: exact resume, Ctrl-C, NaN guard, time budget, DDP, token cache."""
+
+import csv
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import model as model_module
+import train
+import utils
+from conftest import REPO, assert_clean_error, run
+
+SMALL = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "16", "--batch_size", "8",
+         "--eval_interval", "10", "--eval_iters", "2", "--warmup_iters", "5", "--learning_rate", "3e-3",
+         "--dropout", "0.1", "--sample_tokens", "0", "--device", "cpu"]
+
+
+def read_log(path):
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(path))]
+
+
+def final_weights(out_dir):
+    return torch.load(out_dir / "last.pt", weights_only=True)["model_state_dict"]
+
+
+def test_stop_and_resume_gives_the_same_run_as_going_straight(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    flags = ["--data", tiny_text_file, "--max_iters", "40", *SMALL]
+    assert run(train, *flags, "--out_dir", "straight") == 0
+
+    # Press Ctrl-C just before training batch 24 (step 23 is done): last.pt must capture everything.
+    real_get_batch, calls = train.get_batch, itertools.count(1)
+
+    def interrupting_get_batch(*args):
+        if next(calls) == 24:
+            raise KeyboardInterrupt
+        return real_get_batch(*args)
+
+    monkeypatch.setattr(train, "get_batch", interrupting_get_batch)
+    assert run(train, *flags, "--out_dir", "stopped") == 130
+    assert "python3 train.py --out_dir stopped --resume" in capsys.readouterr().out
+    assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["step"] == 23
+
+    monkeypatch.setattr(train, "get_batch", real_get_batch)
+    torch.manual_seed(999)  # a resumed run must not depend on the state the process happens to be in
+    assert run(train, "--out_dir", "stopped", "--resume") == 0
+    assert "resuming stopped/last.pt at step 23" in capsys.readouterr().out
+
+    straight, resumed = read_log(tmp_path / "straight" / "log.csv"), read_log(tmp_path / "stopped" / "log.csv")
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight] == [0, 10, 20, 30, 40]
+    for a, b in zip(straight, resumed):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-5 and abs(a["val_loss"] - b["val_loss"]) < 1e-5
+    for name, tensor in final_weights(tmp_path / "straight").items():
+        torch.testing.assert_close(final_weights(tmp_path / "stopped")[name], tensor, atol=1e-5, rtol=0)
+
+
+def test_resume_without_a_last_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(run(train, "--resume", "--out_dir", "empty"), capsys.readouterr().err, "no checkpoint at empty")
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    real_cross_entropy, calls = model_module.F.cross_entropy, itertools.count(1)
+
+    def cross_entropy_that_breaks(*args, **kwargs):  # fine for 30 calls, then NaN
+        loss = real_cross_entropy(*args, **kwargs)
+        return loss * float("nan") if next(calls) > 30 else loss
+
+    monkeypatch.setattr(model_module.F, "cross_entropy", cross_entropy_that_breaks)
+    status = run(train, "--data", tiny_text_file, "--max_iters", "100", "--out_dir", "out", *SMALL)
+    assert_clean_error(status, capsys.readouterr().err, "NaN", "--learning_rate")
+    last = torch.load(tmp_path / "out" / "last.pt", weights_only=True)
+    assert last["step"] == 10  # the evaluation before things broke
+    assert all(torch.isfinite(t).all() for t in last["model_state_dict"].values())
+
+
+def test_time_budget_stops_the_run_and_drives_the_schedule(tmp_path, monkeypatch, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    ticks = itertools.count()
+    monkeypatch.setattr(train.time, "perf_counter", lambda: next(ticks) * 0.5)  # a fake clock: 0.5 s per look
+    flags = ["--data", tiny_text_file, "--time_budget", "30", "--max_iters", "5", *SMALL]
+    assert run(train, *flags, "--out_dir", "out") == 0
+    log = read_log(tmp_path / "out" / "log.csv")
+    assert log[-1]["step"] > 5  # the budget, not max_iters, decided when to stop
+    assert 30 <= log[-1]["seconds"] <= 31
+    assert log[-1]["lr"] == pytest.approx(3e-3 * 0.1, rel=0.05)  # decayed to min_lr_ratio by the end
+
+
+def test_two_process_ddp_on_cpu(tmp_path, tiny_text_file):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO / "train.py"), "--data", str(tiny_text_file), "--max_iters", "12", "--out_dir", "out", *SMALL],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cpu x 2 processes" in result.stdout
+    assert "all 2 processes hold identical weights" in result.stdout
+    assert result.stdout.count("step    10 |") == 1  # only rank 0 logs
+    log = read_log(tmp_path / "out" / "log.csv")
+    assert [r["step"] for r in log] == [0, 10, 12]
+    assert (tmp_path / "out" / "ckpt.pt").exists()
+
+
+# ---------------------------------------------------------------- token cache
+
+def test_token_cache_is_written_once_and_read_back(tmp_path, monkeypatch):
+    text = "床前明月光，疑是地上霜。\nto be or not to be\n" * 50
+    path = tmp_path / "poems.txt"
+    path.write_text(text, encoding="utf-8")
+    first = utils.load_tokens(path)
+    tok = utils.CharTokenizer(text)
+    assert first.stoi == tok.stoi
+    assert first.tokens.dtype == np.uint16 and first.tokens.tolist() == tok.encode(text)
+    assert len(list(tmp_path.glob("poems.txt.*.tokens.npy"))) == 1
+
+    def no_encoding(*args):
+        raise AssertionError("the cached tokens should have been read back, not re-encoded")
+
+    monkeypatch.setattr(utils.CharTokenizer, "encode_array", no_encoding)
+    again = utils.load_tokens(path)
+    assert isinstance(again.tokens, np.memmap) and again.tokens.tolist() == first.tokens.tolist()
+    monkeypatch.undo()
+
+    path.write_text(text + "new words", encoding="utf-8")  # new content, new hash, new cache
+    changed = utils.load_tokens(path)
+    assert len(changed.tokens) == len(text) + len("new words")
+    assert len(list(tmp_path.glob("poems.txt.*.tokens.npy"))) == 1  # the stale cache is gone
+
+
+def test_token_cache_uses_uint32_for_big_vocabularies_and_chunks_big_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(utils, "CHUNK_CHARS", 1000)  # force many chunks
+    text = "".join(chr(0x10000 + i) for i in range(70_000))  # 70,000 distinct characters > 65,536
+    path = tmp_path / "wide.txt"
+    path.write_text(text, encoding="utf-8")
+    data = utils.load_tokens(path)
+    assert data.tokens.dtype == np.uint32
+    assert utils.CharTokenizer.from_stoi(data.stoi).decode(data.tokens.tolist()) == text
+
+
+def test_token_cache_falls_back_to_memory_in_a_read_only_folder(tmp_path, monkeypatch):
+    path = tmp_path / "t.txt"
+    path.write_text("hello there\n", encoding="utf-8")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(utils.tempfile, "mkstemp", read_only)
+    data = utils.load_tokens(path)
+    assert utils.CharTokenizer.from_stoi(data.stoi).decode(data.tokens.tolist()) == "hello there\n"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_load_tokens_errors(tmp_path):
+    with pytest.raises(utils.UserError, match="no such text file"):
+        utils.load_tokens(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(utils.UserError, match="empty"):
+        utils.load_tokens(tmp_path / "empty.txt")
+    (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe bad")
+    with pytest.raises(utils.UserError, match="not UTF-8"):
+        utils.load_tokens(tmp_path / "bad.txt")
