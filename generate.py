@@ -1,16 +1,25 @@
 """Sample text from a trained Mini-GPT checkpoint.
 
-    python3 generate.py                                   # continue from a new line, out/ckpt.pt
+    python3 generate.py                                    # continue from a new line, out/ckpt.pt
     python3 generate.py --prompt "ROMEO:" --temperature 0.8 --top_k 40
-    python3 generate.py --temperature 0                   # greedy: always the most likely character
+    python3 generate.py --temperature 0                    # greedy: always the most likely character
+    python3 generate.py --stream --top_p 0.9               # print characters as they come
+    python3 generate.py --no_cache                         # without the KV cache: feel the difference
 """
 
 import argparse
+import sys
+import time
 
 import torch
 
 from model import check_sampling_args
-from utils import UserError, get_device, load_checkpoint, model_from_checkpoint, run_main, set_seed
+from utils import UserError, get_device, load_checkpoint, model_from_checkpoint, read_text, run_main, set_seed
+
+
+def unescape(text):
+    r"""Let `\n` and `\t` typed on the command line mean a newline and a tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def parse_args(argv=None):
@@ -19,44 +28,91 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", default="out/ckpt.pt", help="checkpoint written by train.py")
-    parser.add_argument("--prompt", default="\n", help="text to continue (only characters seen in training)")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default="\n", help=r"text to continue; \n means a newline")
+    prompt.add_argument("--prompt_file", default=None, help="read the text to continue from this UTF-8 file")
     parser.add_argument("--max_new_tokens", type=int, default=500, help="characters to generate per sample")
-    parser.add_argument("--temperature", type=float, default=0.8,
-                        help="randomness: 0 = greedy, <1 safer, >1 wilder")
+    parser.add_argument("--temperature", type=float, default=0.8, help="randomness: 0 = greedy, <1 safer, >1 wilder")
     parser.add_argument("--top_k", type=int, default=None, help="sample only from the k most likely characters")
+    parser.add_argument("--top_p", type=float, default=None,
+                        help="sample only from the most likely characters that together reach probability p")
+    parser.add_argument("--stop", default=None, help=r"end a sample where this text appears (\n = newline)")
     parser.add_argument("--num_samples", type=int, default=1, help="how many samples to print")
+    parser.add_argument("--stream", action="store_true", help="print each character as soon as it is sampled")
+    parser.add_argument("--no_cache", action="store_true", help="recompute the whole context every step (slow)")
     parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same text)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     return parser.parse_args(argv)
 
 
+def sample_text(model, tokenizer, context, args, write):
+    """Generate one sample after context (1, T); write(text) receives it piece by piece.
+
+    With --stop, text is held back until it cannot be the start of the stop string any more, so the
+    stop string itself is never printed. Returns the number of new tokens generated.
+    """
+    stop = unescape(args.stop) if args.stop else None
+    hold = len(stop) - 1 if stop else 0
+    text, shown, count = "", 0, 0
+    stream = model.generate_stream(context, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                                   use_cache=not args.no_cache)
+    for token in stream:
+        count += 1
+        text += tokenizer.decode(token[0].tolist())
+        if stop and stop in text:
+            text = text[: text.index(stop)]
+            break
+        if args.stream and len(text) - hold > shown:
+            write(text[shown : len(text) - hold])
+            shown = len(text) - hold
+    stream.close()
+    write(text[shown:])
+    return count
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
-        check_sampling_args(args.temperature, args.top_k)
+        check_sampling_args(args.temperature, args.top_k, args.top_p)
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.max_new_tokens < 0:
         raise UserError(f"--max_new_tokens must be >= 0, got {args.max_new_tokens}")
     if args.num_samples < 1:
         raise UserError(f"--num_samples must be >= 1, got {args.num_samples}")
-    if not args.prompt:
+    if args.stop == "":
+        raise UserError("--stop is empty; give the text that should end a sample")
+    prompt = read_text(args.prompt_file) if args.prompt_file else unescape(args.prompt)
+    if not prompt:
         raise UserError("--prompt is empty; give at least one character (the default is a newline)")
 
     device = get_device(args.device)
     model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint, device), device)
-    try:
-        prompt_ids = tokenizer.encode(args.prompt)
-    except ValueError as e:
-        raise UserError(f"--prompt: {e}") from None
+    for flag, text in (("--prompt", prompt), ("--stop", args.stop and unescape(args.stop))):
+        try:
+            if text:
+                tokenizer.encode(text)
+        except ValueError as e:
+            raise UserError(f"{flag}: {e}") from None
+
+    def write(text):
+        sys.stdout.write(text)
+        if args.stream:
+            sys.stdout.flush()
 
     set_seed(args.seed)
-    context = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
+    context = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)  # (1, T)
     for i in range(args.num_samples):
-        out = model.generate(context, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k)
         if args.num_samples > 1:
             print(f"---------- sample {i + 1} ----------")
-        print(tokenizer.decode(out[0].tolist()))
+        write(prompt)
+        start = time.perf_counter()
+        count = sample_text(model, tokenizer, context, args, write)
+        seconds = time.perf_counter() - start
+        print()
+        if args.stream:  # a speed line for the curious, on stderr so piped output stays clean
+            print(f"[{count} tokens in {seconds:.2f}s: {count / max(seconds, 1e-9):.0f} tokens/s"
+                  f"{', no KV cache' if args.no_cache else ''}]", file=sys.stderr)
 
 
 if __name__ == "__main__":
