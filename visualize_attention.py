@@ -1,0 +1,94 @@
+"""Advanced project 1: see where each attention head looks.
+
+    python3 visualize_attention.py --prompt "ROMEO:\nI will"              # every layer and head
+    python3 visualize_attention.py --prompt "ROMEO:" --layer 0 --head 2   # one head, bigger
+    python3 visualize_attention.py --checkpoint out-chinese/ckpt.pt --prompt "床前明月光"
+
+Row t of a heatmap is what the character at position t looks at when predicting the next one:
+each row sums to 1, and everything above the diagonal is 0 because no position sees the future.
+"""
+
+import argparse
+
+import torch
+
+from generate import unescape
+from utils import UserError, get_device, load_checkpoint, model_from_checkpoint, pyplot, read_text, run_main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Draw a trained model's attention weights over a prompt as heatmaps.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default="out/ckpt.pt", help="checkpoint written by train.py")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default="ROMEO:\\nI will", help=r"text to look at; \n means a newline")
+    prompt.add_argument("--prompt_file", default=None, help="read the text from this UTF-8 file")
+    parser.add_argument("--layer", type=int, default=None, help="draw only this layer (counting from 0)")
+    parser.add_argument("--head", type=int, default=None, help="draw only this head (counting from 0)")
+    parser.add_argument("--out", default="attention.png", help="where to save the PNG")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    return parser.parse_args(argv)
+
+
+def label(ch):
+    """A character as an axis label: whitespace made visible."""
+    return {"\n": "\\n", " ": "␣", "\t": "\\t"}.get(ch, ch)
+
+
+def draw(maps, chars, panels, path):
+    """maps: list over layers of (H, T, T); panels: [(layer, head)] to draw, in a grid of layers x heads."""
+    plt = pyplot()
+    layers = sorted({layer for layer, _ in panels})
+    heads = sorted({head for _, head in panels})
+    size = max(2.6, 0.22 * len(chars))  # inches per panel: room for every character's label
+    fig, axes = plt.subplots(len(layers), len(heads), figsize=(size * len(heads) + 1, size * len(layers) + 0.6),
+                             squeeze=False)
+    ticks = [label(ch) for ch in chars]
+    for row, layer in enumerate(layers):
+        for col, head in enumerate(heads):
+            ax = axes[row][col]
+            image = ax.imshow(maps[layer][head].cpu().numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {layer}, head {head}", fontsize=9)
+            ax.set_xticks(range(len(chars)), ticks, fontsize=7)
+            ax.set_yticks(range(len(chars)), ticks, fontsize=7)
+            if row == len(layers) - 1:
+                ax.set_xlabel("looks at (key)", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("position (query)", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    fig.suptitle("Attention weights: each row sums to 1", fontsize=11)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = get_device(args.device)
+    model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint, device), device)
+    prompt = read_text(args.prompt_file) if args.prompt_file else unescape(args.prompt)
+    if not prompt:
+        raise UserError("--prompt is empty; give the text whose attention you want to see")
+    try:
+        ids = tokenizer.encode(prompt)
+    except ValueError as e:
+        raise UserError(f"--prompt: {e}") from None
+    if len(ids) > model.block_size:
+        print(f"note: the prompt is longer than the model's block_size; showing its last {model.block_size} characters")
+        ids, prompt = ids[-model.block_size:], prompt[-model.block_size:]
+
+    n_layer, n_head = len(model.blocks), model.blocks[0].attn.num_heads
+    for flag, value, count in (("--layer", args.layer, n_layer), ("--head", args.head, n_head)):
+        if value is not None and not 0 <= value < count:
+            raise UserError(f"{flag} {value} does not exist: this model has {count}, numbered 0 to {count - 1}")
+    layers = [args.layer] if args.layer is not None else range(n_layer)
+    heads = [args.head] if args.head is not None else range(n_head)
+
+    maps = [m[0] for m in model.attention_maps(torch.tensor([ids], device=device))]  # n_layer x (H, T, T)
+    draw(maps, prompt, [(layer, head) for layer in layers for head in heads], args.out)
+    print(f"saved {args.out}: {len(layers)} layer(s) x {len(heads)} head(s) over {len(ids)} characters")
+    if len(ids) > 60:
+        print("tip: labels get crowded past ~60 characters; a shorter --prompt reads better")
+
+
+if __name__ == "__main__":
+    run_main(main)
