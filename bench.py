@@ -1,0 +1,179 @@
+"""Measure Mini-GPT's speed on this machine: training tokens/s, achieved GFLOP/s against the
+machine's own matmul peak, generation tokens/s and peak memory. Medians over repeated runs.
+
+    python3 bench.py                                        # config.py's defaults
+    python3 bench.py --preset small --block_size 64 --batch_size 12   # the classic CPU recipe
+    python3 bench.py --preset default --json bench.json     # also write the numbers as JSON
+
+These machines are often shared and noisy: compare numbers from one run, and quote medians.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from config import CUDA_PRESET, PRESETS, add_config_args, config_from_args, validate
+from model import GPTModel
+from train import make_optimizer, should_compile, train_step
+from utils import UserError, autocast_context, get_device, run_main, set_seed
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help=f"model size from config.py (default: {CUDA_PRESET} on CUDA, config.py's values elsewhere)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--vocab_size", type=int, default=65, help="vocabulary size (65 = tiny Shakespeare)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the table shows their median")
+    parser.add_argument("--steps", type=int, default=10, help="training steps per timed repeat")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (and compilation)")
+    parser.add_argument("--gen_tokens", type=int, default=200, help="tokens per generation repeat (0 = skip)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+    add_config_args(parser)
+    return parser.parse_args(argv)
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def timed(fn, device, repeats):
+    """Run fn() `repeats` times; the wall seconds of each, after making sure the device finished."""
+    seconds = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def matmul_peak_gflops(device, dtype=torch.float32, n=2048, repeats=5):
+    """This machine's own matmul speed: the median GFLOP/s of an n x n x n matrix multiply."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    inner = 4 if device == "cpu" else 50
+    a @ b  # warm up
+    runs = timed(lambda: [a @ b for _ in range(inner)], device, repeats)
+    return 2 * n ** 3 * inner / statistics.median(runs) / 1e9
+
+
+def flops_per_token(model, cfg):
+    """Training FLOPs per token: 6 per weight (2 forward, 4 backward), plus attention's
+    score and weighted-sum matmuls, 12 * n_layer * block_size * n_embd (the usual estimate, as in PaLM)."""
+    weights = model.num_params() - model.position_embedding.weight.numel()  # a lookup, not a matmul
+    return 6 * weights + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
+
+
+def peak_memory_mb(device):
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    if device == "mps":
+        return torch.mps.driver_allocated_memory() / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def bench_training(cfg, args, device):
+    set_seed(0)
+    model = GPTModel(args.vocab_size, cfg.n_embd, cfg.num_heads, cfg.n_layer, cfg.block_size, cfg.dropout).to(device)
+    optimizer = make_optimizer(model, cfg, device)
+    compiled = should_compile(cfg, device)
+    runner = torch.compile(model) if compiled else model
+    autocast = autocast_context(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def batch():
+        x = torch.randint(args.vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device, generator=generator)
+        return x[:, :-1], x[:, 1:]
+
+    def steps(n):
+        for _ in range(n):
+            train_step(runner, optimizer, cfg, autocast, 1, batch)
+
+    timed(lambda: steps(args.warmup), device, 1)
+    runs = timed(lambda: steps(args.steps), device, args.repeats)
+    tokens = args.steps * cfg.batch_size * cfg.block_size * cfg.grad_accum
+    rates = [tokens / s for s in runs]
+    return model, compiled, rates, flops_per_token(model, cfg)
+
+
+def bench_generation(model, args, device):
+    """Tokens/s generating args.gen_tokens tokens from a one-token prompt (sampling, temperature 1)."""
+    prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
+    model.generate(prompt, 8)  # warm up
+    runs = timed(lambda: model.generate(prompt, args.gen_tokens), device, args.repeats)
+    return [args.gen_tokens / s for s in runs]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = get_device(args.device)
+    preset = args.preset or (CUDA_PRESET if device.startswith("cuda") else None)
+    try:
+        cfg = config_from_args(args, preset)
+        validate(cfg)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if min(args.repeats, args.steps) < 1 or args.warmup < 0 or args.gen_tokens < 0:
+        raise UserError("--repeats and --steps must be >= 1, --warmup and --gen_tokens >= 0")
+
+    hardware = torch.cuda.get_device_name(device) if device.startswith("cuda") else (platform.processor() or platform.machine())
+    print(f"device: {device} ({hardware}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"config: n_embd {cfg.n_embd}, num_heads {cfg.num_heads}, n_layer {cfg.n_layer}, block_size "
+          f"{cfg.block_size}, batch_size {cfg.batch_size}, grad_accum {cfg.grad_accum}, vocab {args.vocab_size}")
+
+    peak = matmul_peak_gflops(device)
+    model, compiled, train_rates, fpt = bench_training(cfg, args, device)
+    gen_rates = bench_generation(model, args, device) if args.gen_tokens else []
+    train_median = statistics.median(train_rates)
+    achieved = train_median * fpt / 1e9
+    results = {
+        "device": device, "hardware": hardware, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "config": {k: getattr(cfg, k) for k in ("n_embd", "num_heads", "n_layer", "block_size", "batch_size",
+                                                "grad_accum")},
+        "params": model.num_params(), "compiled": compiled,
+        "autocast": "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32",
+        "train_tokens_per_s": train_rates, "train_tokens_per_s_median": train_median,
+        "train_gflops_per_s": achieved, "matmul_peak_fp32_gflops": peak, "fraction_of_peak": achieved / peak,
+        "generate_tokens_per_s": gen_rates,
+        "generate_tokens_per_s_median": statistics.median(gen_rates) if gen_rates else None,
+        "peak_memory_mb": peak_memory_mb(device),
+    }
+
+    rows = [
+        ("parameters", f"{model.num_params() / 1e6:.2f}M"),
+        ("training tokens/s (median)", f"{train_median:,.0f}   (min {min(train_rates):,.0f}, max {max(train_rates):,.0f}, "
+                                       f"{args.repeats} x {args.steps} steps, {results['autocast']}"
+                                       f"{', compiled' if compiled else ''})"),
+        ("training GFLOP/s", f"{achieved:,.1f}   ({fpt / 1e6:.2f} MFLOP per token)"),
+        ("fp32 matmul peak GFLOP/s", f"{peak:,.1f}   (2048^3 matmul, measured now)"),
+        ("fraction of peak", f"{achieved / peak:.0%}"),
+    ]
+    if gen_rates:
+        rows.append(("generation tokens/s (median)", f"{results['generate_tokens_per_s_median']:,.0f}   "
+                                                     f"({args.gen_tokens} tokens from a 1-token prompt)"))
+    rows.append(("peak memory", f"{results['peak_memory_mb']:,.0f} MB ({'GPU' if device != 'cpu' else 'process RSS'})"))
+    width = max(len(name) for name, _ in rows)
+    print()
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    run_main(main)
