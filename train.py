@@ -27,7 +27,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from config import CUDA_PRESET, PRESETS, Config, add_config_args, apply_overrides, config_from_args, validate
+from config import (
+    CUDA_PRESET, PRESETS, QUICK_BUDGET_SECONDS, Config, add_config_args, apply_overrides, choose_preset,
+    config_from_args, validate,
+)
 from model import GPTModel
 from utils import (
     REPO_DIR, CharTokenizer, UserError, autocast_context, estimate_loss, get_batch, get_device,
@@ -43,7 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--data", default=str(REPO_DIR / "data" / "input.txt"), help="UTF-8 text file to learn from")
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), default=None,
-        help=f"named model size from config.py (default: {CUDA_PRESET} on CUDA, config.py's values elsewhere)",
+        help=f"named model size from config.py (default: {CUDA_PRESET} on CUDA; elsewhere quick for a "
+             f"--time_budget up to {QUICK_BUDGET_SECONDS:g} s, else config.py's values)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--out_dir", default="out", help="folder for ckpt.pt, last.pt, loss.png and log.csv")
@@ -140,8 +144,9 @@ def train_step(model, optimizer, cfg, autocast, world_size, next_batch):
         x, y = next_batch()
         # DDP averages gradients across processes on backward; only do it on the last micro-batch.
         sync = nullcontext() if world_size == 1 or micro == cfg.grad_accum - 1 else model.no_sync()
-        with sync, autocast:
-            _, loss = model(x, y)
+        with sync:
+            with autocast:
+                _, loss = model(x, y)
             (loss / cfg.grad_accum).backward()  # summing the micro-batches' mean losses / n = one big batch
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # no step larger than grad_clip
@@ -185,7 +190,8 @@ def train(args, rank, world_size, device):
     last_path, ckpt_path = out_dir / "last.pt", out_dir / "ckpt.pt"
 
     resumed = load_checkpoint(last_path, "cpu") if args.resume else None
-    preset = args.preset or (CUDA_PRESET if device.startswith("cuda") else None)
+    budget = args.time_budget if args.time_budget is not None else Config().time_budget
+    preset = choose_preset(args.preset, device, budget)
     try:
         if resumed:
             given = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and v is not None}
@@ -223,7 +229,10 @@ def train(args, rank, world_size, device):
         except (RuntimeError, ValueError) as e:
             raise UserError(f"{last_path} does not fit this model's sizes; don't change the model when resuming ({e})")
         set_rng_state(resumed["rng_state"], batch_generator)
-        run.update({k: resumed[k] for k in ("step", "seconds", "best_val_loss", "history")})
+        run.update({k: resumed[k] for k in ("step", "seconds", "best_val_loss", "history", "seed")})
+        if world_size > 1:  # last.pt holds rank 0's random states: give each process its own stream again
+            torch.manual_seed(run["seed"] + rank + 7919 * run["step"])
+            batch_generator.manual_seed(run["seed"] + rank + 7919 * run["step"])
 
     raw_model = model  # what gets saved and sampled, without the compile / DDP wrappers
     if should_compile(cfg, device):
@@ -233,8 +242,11 @@ def train(args, rank, world_size, device):
     autocast = autocast_context(device)
 
     if master:
+        where = str(last_path) if resumed else (f"preset {preset}" if preset else "config.py")
+        if preset and not args.preset and not resumed:
+            where += " (chosen for this device and budget; --preset or model flags override it)"
         print(f"device: {device}{f' x {world_size} processes' if world_size > 1 else ''}   "
-              f"preset: {preset or 'none (config.py defaults)'}   seed: {args.seed}")
+              f"config: {where}   seed: {run['seed']}")
         print(f"data: {data_path}: {len(text_data.tokens):,} characters, vocabulary of {tokenizer.vocab_size}")
         print(f"model: {raw_model.num_params() / 1e6:.2f}M parameters (n_embd {cfg.n_embd}, num_heads "
               f"{cfg.num_heads}, n_layer {cfg.n_layer}, block_size {cfg.block_size})")

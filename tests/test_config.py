@@ -3,7 +3,10 @@ import dataclasses
 
 import pytest
 
-from config import PRESETS, Config, add_config_args, apply_overrides, config_from_args, validate
+from config import (
+    CUDA_PRESET, PRESETS, QUICK_BUDGET_SECONDS, Config, add_config_args, apply_overrides, choose_preset,
+    config_from_args, validate,
+)
 
 
 def parse(argv):
@@ -42,3 +45,13 @@ def test_validate_explains_what_is_wrong():
         validate(Config(dropout=1.5))
     with pytest.raises(ValueError, match="unknown config field"):
         apply_overrides(Config(), {"n_embed": 3})
+
+
+def test_choose_preset():
+    assert choose_preset("tiny", "cuda", 0) == "tiny"  # asked for: always
+    assert choose_preset(None, "cuda", 60) == CUDA_PRESET
+    assert choose_preset(None, "cpu", 0) is None  # config.py as it stands
+    assert choose_preset(None, "cpu", 600) is None
+    assert choose_preset(None, "mps", 75) == "quick"
+    assert choose_preset(None, "cpu", QUICK_BUDGET_SECONDS) == "quick"
+    assert choose_preset(None, "cpu", QUICK_BUDGET_SECONDS + 1) is None
