@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from config import CUDA_PRESET, PRESETS, add_config_args, config_from_args, validate
+from config import CUDA_PRESET, PRESETS, add_config_args, choose_preset, config_from_args, validate
 from model import GPTModel
 from train import make_optimizer, should_compile, train_step
 from utils import UserError, autocast_context, get_device, run_main, set_seed
@@ -32,7 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--vocab_size", type=int, default=65, help="vocabulary size (65 = tiny Shakespeare)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the table shows their median")
-    parser.add_argument("--steps", type=int, default=10, help="training steps per timed repeat")
+    parser.add_argument("--steps", type=int, default=10, help="training steps per timed repeat (0 = skip training)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (and compilation)")
     parser.add_argument("--gen_tokens", type=int, default=200, help="tokens per generation repeat (0 = skip)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
@@ -110,24 +110,33 @@ def bench_training(cfg, args, device):
 
 
 def bench_generation(model, args, device):
-    """Tokens/s generating args.gen_tokens tokens from a one-token prompt (sampling, temperature 1)."""
+    """Tokens/s generating args.gen_tokens tokens from a one-token prompt, with and without the KV cache.
+
+    The two are interleaved, repeat by repeat, so a noisy neighbour slows both alike.
+    """
     prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
-    model.generate(prompt, 8)  # warm up
-    runs = timed(lambda: model.generate(prompt, args.gen_tokens), device, args.repeats)
-    return [args.gen_tokens / s for s in runs]
+    modes = {"cached": True, "uncached": False}
+    for use_cache in modes.values():
+        model.generate(prompt, 8, use_cache=use_cache)  # warm up
+    rates = {name: [] for name in modes}
+    for _ in range(args.repeats):
+        for name, use_cache in modes.items():
+            [seconds] = timed(lambda: model.generate(prompt, args.gen_tokens, use_cache=use_cache), device, 1)
+            rates[name].append(args.gen_tokens / seconds)
+    return rates
 
 
 def main(argv=None):
     args = parse_args(argv)
     device = get_device(args.device)
-    preset = args.preset or (CUDA_PRESET if device.startswith("cuda") else None)
+    preset = choose_preset(args.preset, device, 0)
     try:
         cfg = config_from_args(args, preset)
         validate(cfg)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if min(args.repeats, args.steps) < 1 or args.warmup < 0 or args.gen_tokens < 0:
-        raise UserError("--repeats and --steps must be >= 1, --warmup and --gen_tokens >= 0")
+    if args.repeats < 1 or min(args.steps, args.warmup, args.gen_tokens) < 0:
+        raise UserError("--repeats must be >= 1; --steps, --warmup and --gen_tokens must be >= 0")
 
     hardware = torch.cuda.get_device_name(device) if device.startswith("cuda") else (platform.processor() or platform.machine())
     print(f"device: {device} ({hardware}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
@@ -135,9 +144,14 @@ def main(argv=None):
           f"{cfg.block_size}, batch_size {cfg.batch_size}, grad_accum {cfg.grad_accum}, vocab {args.vocab_size}")
 
     peak = matmul_peak_gflops(device)
-    model, compiled, train_rates, fpt = bench_training(cfg, args, device)
-    gen_rates = bench_generation(model, args, device) if args.gen_tokens else []
-    train_median = statistics.median(train_rates)
+    if args.steps:
+        model, compiled, train_rates, fpt = bench_training(cfg, args, device)
+    else:  # generation only: an untrained model generates just as fast
+        set_seed(0)
+        model = GPTModel(args.vocab_size, cfg.n_embd, cfg.num_heads, cfg.n_layer, cfg.block_size).to(device)
+        compiled, train_rates, fpt = False, [], flops_per_token(model, cfg)
+    gen = bench_generation(model, args, device) if args.gen_tokens else {}
+    train_median = statistics.median(train_rates) if train_rates else 0.0
     achieved = train_median * fpt / 1e9
     results = {
         "device": device, "hardware": hardware, "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -147,23 +161,25 @@ def main(argv=None):
         "autocast": "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32",
         "train_tokens_per_s": train_rates, "train_tokens_per_s_median": train_median,
         "train_gflops_per_s": achieved, "matmul_peak_fp32_gflops": peak, "fraction_of_peak": achieved / peak,
-        "generate_tokens_per_s": gen_rates,
-        "generate_tokens_per_s_median": statistics.median(gen_rates) if gen_rates else None,
+        "generate_tokens_per_s": gen,
+        "generate_tokens_per_s_median": {name: statistics.median(rates) for name, rates in gen.items()},
         "peak_memory_mb": peak_memory_mb(device),
     }
 
-    rows = [
-        ("parameters", f"{model.num_params() / 1e6:.2f}M"),
-        ("training tokens/s (median)", f"{train_median:,.0f}   (min {min(train_rates):,.0f}, max {max(train_rates):,.0f}, "
-                                       f"{args.repeats} x {args.steps} steps, {results['autocast']}"
-                                       f"{', compiled' if compiled else ''})"),
-        ("training GFLOP/s", f"{achieved:,.1f}   ({fpt / 1e6:.2f} MFLOP per token)"),
-        ("fp32 matmul peak GFLOP/s", f"{peak:,.1f}   (2048^3 matmul, measured now)"),
-        ("fraction of peak", f"{achieved / peak:.0%}"),
-    ]
-    if gen_rates:
-        rows.append(("generation tokens/s (median)", f"{results['generate_tokens_per_s_median']:,.0f}   "
-                                                     f"({args.gen_tokens} tokens from a 1-token prompt)"))
+    rows = [("parameters", f"{model.num_params() / 1e6:.2f}M")]
+    if train_rates:
+        rows += [
+            ("training tokens/s (median)", f"{train_median:,.0f}   (min {min(train_rates):,.0f}, max "
+                                           f"{max(train_rates):,.0f}, {args.repeats} x {args.steps} steps, "
+                                           f"{results['autocast']}{', compiled' if compiled else ''})"),
+            ("training GFLOP/s", f"{achieved:,.1f}   ({fpt / 1e6:.2f} MFLOP per token)"),
+            ("fp32 matmul peak GFLOP/s", f"{peak:,.1f}   (2048^3 matmul, measured now)"),
+            ("fraction of peak", f"{achieved / peak:.0%}"),
+        ]
+    if gen:
+        cached, uncached = (results["generate_tokens_per_s_median"][k] for k in ("cached", "uncached"))
+        rows.append(("generation tokens/s, KV cache", f"{cached:,.0f}   ({args.gen_tokens} tokens from a 1-token prompt)"))
+        rows.append(("generation tokens/s, no cache", f"{uncached:,.0f}   (the cache is {cached / uncached:.1f}x faster)"))
     rows.append(("peak memory", f"{results['peak_memory_mb']:,.0f} MB ({'GPU' if device != 'cpu' else 'process RSS'})"))
     width = max(len(name) for name, _ in rows)
     print()

@@ -111,3 +111,25 @@ def test_day4_trains_saves_and_its_model_generates(tmp_path, monkeypatch, capsys
     assert set(ckpt) == {"model_state_dict", "tokenizer_stoi", "tokenizer_itos", "vocab_size", "config"}
     assert ckpt["config"] == {"n_embd": 64, "num_heads": 2, "n_layer": 2, "block_size": 32}
     assert run(generate, "--checkpoint", "day4_model.pt", "--max_new_tokens", "20") == 0
+
+
+def test_bench_reports_consistent_numbers(tmp_path, capsys):
+    import json
+    import statistics
+
+    import bench
+
+    out = tmp_path / "bench.json"
+    flags = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "1", "--block_size", "16", "--batch_size", "4",
+             "--repeats", "2", "--steps", "2", "--warmup", "1", "--gen_tokens", "20", "--device", "cpu"]
+    assert run(bench, *flags, "--json", out) == 0
+    table = capsys.readouterr().out
+    for row in ("training tokens/s (median)", "fp32 matmul peak GFLOP/s", "generation tokens/s, KV cache",
+                "generation tokens/s, no cache", "peak memory"):
+        assert row in table
+    results = json.loads(out.read_text())
+    assert len(results["train_tokens_per_s"]) == 2 and min(results["train_tokens_per_s"]) > 0
+    assert results["train_tokens_per_s_median"] == statistics.median(results["train_tokens_per_s"])
+    assert results["train_gflops_per_s"] > 0 and results["matmul_peak_fp32_gflops"] > 0
+    assert set(results["generate_tokens_per_s_median"]) == {"cached", "uncached"}
+    assert results["peak_memory_mb"] > 0
