@@ -29,7 +29,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--checkpoint", default="out/ckpt.pt", help="checkpoint written by train.py")
     prompt = parser.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt", default="\n", help=r"text to continue; \n means a newline")
+    prompt.add_argument("--prompt", default="\\n", help=r"text to continue; \n means a newline")
     prompt.add_argument("--prompt_file", default=None, help="read the text to continue from this UTF-8 file")
     parser.add_argument("--max_new_tokens", type=int, default=500, help="characters to generate per sample")
     parser.add_argument("--temperature", type=float, default=0.8, help="randomness: 0 = greedy, <1 safer, >1 wilder")
@@ -88,7 +88,8 @@ def main(argv=None):
 
     device = get_device(args.device)
     model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint, device), device)
-    for flag, text in (("--prompt", prompt), ("--stop", args.stop and unescape(args.stop))):
+    prompt_flag = "--prompt_file" if args.prompt_file else "--prompt"
+    for flag, text in ((prompt_flag, prompt), ("--stop", args.stop and unescape(args.stop))):
         try:
             if text:
                 tokenizer.encode(text)

@@ -71,7 +71,7 @@ def main(argv=None):
     try:
         ids = tokenizer.encode(prompt)
     except ValueError as e:
-        raise UserError(f"--prompt: {e}") from None
+        raise UserError(f"{'--prompt_file' if args.prompt_file else '--prompt'}: {e}") from None
     if len(ids) > model.block_size:
         print(f"note: the prompt is longer than the model's block_size; showing its last {model.block_size} characters")
         ids, prompt = ids[-model.block_size:], prompt[-model.block_size:]
