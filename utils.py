@@ -117,6 +117,13 @@ def get_device(name="auto"):
     return name
 
 
+def autocast_context(device):
+    """bfloat16 autocast on CUDA GPUs that support it (faster matmuls, same range as fp32); else fp32."""
+    if str(device).startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def set_seed(seed):
     """Seed python, numpy and torch (all devices) so a run can be repeated."""
     random.seed(seed)
@@ -129,17 +136,15 @@ def set_seed(seed):
 
 
 def read_text(path):
-    """Read a UTF-8 text file, with a clear UserError if it is missing, unreadable or empty."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such text file: {path} (check the path given with --data)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start} is invalid); save it as UTF-8 and try again") from None
+    """Read a UTF-8 text file, with a clear UserError if it is missing, not UTF-8 or empty."""
+    text = "".join(_read_chunks(path))
     if not text:
-        raise UserError(f"{path} is empty; give a text file with something to learn from")
+        raise _empty_file(path)
     return text
+
+
+def _empty_file(path):
+    return UserError(f"{path} is empty; give a text file with something to learn from")
 
 
 @dataclass
@@ -184,7 +189,7 @@ def load_tokens(path):
     chunks = _read_chunks(path)
     first = next(chunks, "")  # also checks the file exists and starts as valid UTF-8
     if not first:
-        raise UserError(f"{path} is empty; give a text file with something to learn from")
+        raise _empty_file(path)
     stem = f"{path.name}.{_file_hash(path)}.tokens"
     cache, vocab_file = path.with_name(stem + ".npy"), path.with_name(stem + ".json")
     if cache.is_file() and vocab_file.is_file():
@@ -248,13 +253,6 @@ def get_batch(data, batch_size, block_size, device, generator=None):
 
 # ----------------------------------------------------------------------------------------------
 # Checkpoints
-
-
-def autocast_context(device):
-    """bfloat16 autocast on CUDA GPUs that support it (faster matmuls, same range as fp32); else fp32."""
-    if str(device).startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def save_checkpoint(obj, path):
