@@ -1,7 +1,8 @@
 """Train a character-level GPT on a text file.
 
-    python3 train.py                                  # tiny Shakespeare, ~10 minutes on a laptop CPU
+    python3 train.py                                  # tiny Shakespeare, 10 minutes on a laptop CPU
     python3 train.py --time_budget 120                # the best model 2 minutes can make
+    python3 train.py --time_budget 0 --max_iters 3000 # exactly 3000 steps: repeatable, whatever the machine
     python3 train.py --data data/chinese.txt --out_dir out-chinese
     python3 train.py --preset tiny --max_iters 500    # any config.py field can be a flag
     python3 train.py --resume                         # continue from <out_dir>/last.pt
@@ -51,7 +52,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--out_dir", default="out", help="folder for ckpt.pt, last.pt, loss.png and log.csv")
-    parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same run)")
+    parser.add_argument("--seed", type=int, default=1337,
+                        help="random seed: with --time_budget 0, the same seed gives the same run")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in <out_dir>/last.pt (flags given now override its config)")
     add_config_args(parser)
@@ -251,8 +253,8 @@ def train(args, rank, world_size, device):
         print(f"model: {raw_model.num_params() / 1e6:.2f}M parameters (n_embd {cfg.n_embd}, num_heads "
               f"{cfg.num_heads}, n_layer {cfg.n_layer}, block_size {cfg.block_size})")
         tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * world_size
-        stop = f"{cfg.time_budget:g} s" if cfg.time_budget else f"{cfg.max_iters} steps"
-        print(f"training: {stop} of {tokens_per_step:,} tokens per step, peak lr {cfg.learning_rate}")
+        stop = f"{cfg.max_iters} steps" + (f" or {cfg.time_budget:g} s, whichever comes first" if cfg.time_budget else "")
+        print(f"training: {stop}, {tokens_per_step:,} tokens per step, peak lr {cfg.learning_rate}")
         if resumed:
             print(f"resuming {last_path} at step {run['step']} (best val loss so far {run['best_val_loss']:.4f})")
         elif ckpt_path.exists():
@@ -261,8 +263,9 @@ def train(args, rank, world_size, device):
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def progress(step, seconds):
-        """How much of the run is done, 0..1: by the clock under a time budget, else by steps."""
-        return seconds / cfg.time_budget if cfg.time_budget else step / max(cfg.max_iters, 1)
+        """How much of the run is done, 0..1: by steps or by the clock, whichever is further along."""
+        by_clock = seconds / cfg.time_budget if cfg.time_budget else 0.0
+        return max(step / max(cfg.max_iters, 1), by_clock)
 
     def save(path, with_state):
         save_checkpoint(checkpoint_dict(raw_model, tokenizer, cfg, run, optimizer if with_state else None,
@@ -280,7 +283,7 @@ def train(args, rank, world_size, device):
     try:
         while True:
             run["seconds"] = time.perf_counter() - start
-            done = run["seconds"] >= cfg.time_budget if cfg.time_budget else step >= cfg.max_iters
+            done = step >= cfg.max_iters or 0 < cfg.time_budget <= run["seconds"]
             if cfg.time_budget and world_size > 1:  # clocks differ: rank 0 decides for everyone
                 flag = torch.tensor([float(done)], device=device)
                 dist.broadcast(flag, src=0)

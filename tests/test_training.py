@@ -83,12 +83,20 @@ def test_time_budget_stops_the_run_and_drives_the_schedule(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     ticks = itertools.count()
     monkeypatch.setattr(train.time, "perf_counter", lambda: next(ticks) * 0.5)  # a fake clock: 0.5 s per look
-    flags = ["--data", tiny_text_file, "--time_budget", "30", "--max_iters", "5", *SMALL]
+    flags = ["--data", tiny_text_file, "--time_budget", "30", "--max_iters", "100000", "--min_lr_ratio", "0.1", *SMALL]
     assert run(train, *flags, "--out_dir", "out") == 0
     log = read_log(tmp_path / "out" / "log.csv")
-    assert log[-1]["step"] > 5  # the budget, not max_iters, decided when to stop
+    assert 5 < log[-1]["step"] < 100000  # the budget, not max_iters, decided when to stop
     assert 30 <= log[-1]["seconds"] <= 31
     assert log[-1]["lr"] == pytest.approx(3e-3 * 0.1, rel=0.05)  # decayed to min_lr_ratio by the end
+
+
+def test_max_iters_and_time_budget_whichever_comes_first(tmp_path, monkeypatch, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train.time, "perf_counter", itertools.count().__next__)  # 1 s per look: slow
+    assert run(train, "--data", tiny_text_file, "--time_budget", "1000", "--max_iters", "7", *SMALL) == 0
+    log = read_log(tmp_path / "out" / "log.csv")
+    assert log[-1]["step"] == 7 and log[-1]["seconds"] < 1000  # max_iters came first
 
 
 def test_two_process_ddp_on_cpu(tmp_path, tiny_text_file):
