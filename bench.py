@@ -40,6 +40,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def cpu_name():
+    """The processor's marketing name where the OS tells it (Linux), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -138,7 +150,7 @@ def main(argv=None):
     if args.repeats < 1 or min(args.steps, args.warmup, args.gen_tokens) < 0:
         raise UserError("--repeats must be >= 1; --steps, --warmup and --gen_tokens must be >= 0")
 
-    hardware = torch.cuda.get_device_name(device) if device.startswith("cuda") else (platform.processor() or platform.machine())
+    hardware = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_name()
     print(f"device: {device} ({hardware}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print(f"config: n_embd {cfg.n_embd}, num_heads {cfg.num_heads}, n_layer {cfg.n_layer}, block_size "
           f"{cfg.block_size}, batch_size {cfg.batch_size}, grad_accum {cfg.grad_accum}, vocab {args.vocab_size}")

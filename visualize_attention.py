@@ -42,7 +42,7 @@ def draw(maps, chars, panels, path):
     heads = sorted({head for _, head in panels})
     size = max(2.6, 0.22 * len(chars))  # inches per panel: room for every character's label
     fig, axes = plt.subplots(len(layers), len(heads), figsize=(size * len(heads) + 1, size * len(layers) + 0.6),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     ticks = [label(ch) for ch in chars]
     for row, layer in enumerate(layers):
         for col, head in enumerate(heads):
