@@ -17,6 +17,7 @@ import csv
 import math
 import os
 import random
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -121,6 +122,30 @@ def checkpoint_dict(model, tokenizer, cfg, run, optimizer=None, batch_generator=
         ckpt["optimizer_state_dict"] = optimizer.state_dict()
         ckpt["rng_state"] = rng_state(batch_generator)
     return ckpt
+
+
+class StopRequest:
+    """The first Ctrl-C asks the loop to stop at the end of the current step, so the state saved to
+    last.pt is always whole; a second Ctrl-C stops at once, as usual."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: keep Python's usual Ctrl-C
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def setup_distributed(device_flag):
@@ -271,6 +296,22 @@ def train(args, rank, world_size, device):
         save_checkpoint(checkpoint_dict(raw_model, tokenizer, cfg, run, optimizer if with_state else None,
                                         batch_generator), path)
 
+    def evaluate_and_save(step, lr):
+        """Estimate both losses, log them, and save last.pt, plus ckpt.pt when val is the best yet."""
+        with autocast:
+            losses = estimate_loss(raw_model, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, device)
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise FloatingPointError(step)
+        run["history"].append((step, run["seconds"], lr, losses["train"], losses["val"]))
+        note = ""
+        if step > 0 and losses["val"] < run["best_val_loss"]:
+            run["best_val_loss"] = losses["val"]
+            save(ckpt_path, with_state=False)
+            note = "  (best so far: saved ckpt.pt)"
+        save(last_path, with_state=True)
+        tqdm.write(f"step {step:5d} | {run['seconds']:6.0f}s | train loss {losses['train']:.4f} | "
+                   f"val loss {losses['val']:.4f}{note}")
+
     splits = {"train": train_data, "val": val_data}
     step = run["step"]
     start = time.perf_counter() - run["seconds"]
@@ -280,62 +321,57 @@ def train(args, rank, world_size, device):
                desc="training", unit="s" if cfg.time_budget else "step", dynamic_ncols=True, disable=not master,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s [{elapsed}<{remaining}{postfix}]" if cfg.time_budget
                else None)
-    try:
-        while True:
-            run["seconds"] = time.perf_counter() - start
-            done = step >= cfg.max_iters or 0 < cfg.time_budget <= run["seconds"]
-            if cfg.time_budget and world_size > 1:  # clocks differ: rank 0 decides for everyone
-                flag = torch.tensor([float(done)], device=device)
-                dist.broadcast(flag, src=0)
-                done = bool(flag.item())
-            already_evaluated = run["history"] and run["history"][-1][0] == step
-            if master and (step % cfg.eval_interval == 0 or done) and not already_evaluated:
-                with autocast:
-                    losses = estimate_loss(raw_model, splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, device)
-                if not all(math.isfinite(v) for v in losses.values()):
-                    raise FloatingPointError(step)
-                run["history"].append((step, run["seconds"], lr, losses["train"], losses["val"]))
-                note = ""
-                if step > 0 and losses["val"] < run["best_val_loss"]:
-                    run["best_val_loss"] = losses["val"]
-                    save(ckpt_path, with_state=False)
-                    note = "  (best so far: saved ckpt.pt)"
-                save(last_path, with_state=True)
-                tqdm.write(f"step {step:5d} | {run['seconds']:6.0f}s | train loss {losses['train']:.4f} | "
-                           f"val loss {losses['val']:.4f}{note}")
-            if done:
-                break
+    with StopRequest() as ctrl_c:
+        try:
+            while True:
+                run["seconds"] = time.perf_counter() - start
+                done = step >= cfg.max_iters or 0 < cfg.time_budget <= run["seconds"]
+                stop = ctrl_c.requested
+                if world_size > 1:  # clocks and key presses differ: rank 0 decides for everyone
+                    flags = torch.tensor([float(done), float(stop)], device=device)
+                    dist.broadcast(flags, src=0)
+                    done, stop = bool(flags[0]), bool(flags[1])
+                if stop:  # Ctrl-C, seen between two steps: everything is consistent, save it
+                    bar.close()
+                    if master:
+                        save(last_path, with_state=True)
+                        print(f"\ninterrupted at step {step}: saved {last_path}. Continue with: "
+                              f"python3 train.py --out_dir {out_dir} --resume")
+                    raise SystemExit(130)
+                already_evaluated = run["history"] and run["history"][-1][0] == step
+                if master and (step % cfg.eval_interval == 0 or done) and not already_evaluated:
+                    evaluate_and_save(step, lr)
+                if done:
+                    break
 
-            lr = lr_at(step, progress(step, run["seconds"]), cfg.learning_rate, cfg.warmup_iters, cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = train_step(model, optimizer, cfg, autocast, world_size,
-                              lambda: get_batch(train_data, cfg.batch_size, cfg.block_size, device, batch_generator))
-            step += 1
-            run["step"] = step
-            if step % 10 == 0:  # reading the loss waits for the GPU, so not every step
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(step)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.1e}")
-            if cfg.time_budget:
-                bar.update(min(int(time.perf_counter() - start), bar.total) - bar.n)
-            else:
-                bar.update(1)
-    except KeyboardInterrupt:
-        bar.close()
-        if master:
-            run["seconds"] = time.perf_counter() - start
-            save(last_path, with_state=True)
-            print(f"\ninterrupted at step {step}: saved {last_path}. Continue with: "
-                  f"python3 train.py --out_dir {out_dir} --resume")
-        raise SystemExit(130)
-    except FloatingPointError:
-        bar.close()
-        raise UserError(
-            f"the loss became NaN or infinite near step {step}; stopped without saving, so {last_path} and "
-            f"{ckpt_path} keep the last good model. Try a lower --learning_rate (now {cfg.learning_rate})"
-        ) from None
+                lr = lr_at(step, progress(step, run["seconds"]), cfg.learning_rate, cfg.warmup_iters, cfg.min_lr_ratio)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss = train_step(model, optimizer, cfg, autocast, world_size,
+                                  lambda: get_batch(train_data, cfg.batch_size, cfg.block_size, device, batch_generator))
+                step += 1
+                run["step"] = step
+                if step % 10 == 0:  # reading the loss waits for the GPU, so not every step
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise FloatingPointError(step)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.1e}")
+                if cfg.time_budget:
+                    bar.update(min(int(time.perf_counter() - start), bar.total) - bar.n)
+                else:
+                    bar.update(1)
+        except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step: keep the last whole save
+            bar.close()
+            if master:
+                print(f"\nstopped at once; {last_path} holds the state of the last evaluation. Continue with: "
+                      f"python3 train.py --out_dir {out_dir} --resume")
+            raise SystemExit(130)
+        except FloatingPointError:
+            bar.close()
+            raise UserError(
+                f"the loss became NaN or infinite near step {step}; stopped without saving, so {last_path} and "
+                f"{ckpt_path} keep the last good model. Try a lower --learning_rate (now {cfg.learning_rate})"
+            ) from None
     bar.close()
     if world_size > 1:
         check_in_sync(raw_model, world_size, master)

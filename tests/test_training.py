@@ -2,6 +2,8 @@
 
 import csv
 import itertools
+import os
+import signal
 import subprocess
 import sys
 
@@ -32,23 +34,25 @@ def test_stop_and_resume_gives_the_same_run_as_going_straight(tmp_path, monkeypa
     flags = ["--data", tiny_text_file, "--max_iters", "40", *SMALL]
     assert run(train, *flags, "--out_dir", "straight") == 0
 
-    # Press Ctrl-C just before training batch 24 (step 23 is done): last.pt must capture everything.
+    # Press Ctrl-C in the middle of step 24: the step finishes, then last.pt captures everything.
     real_get_batch, calls = train.get_batch, itertools.count(1)
 
     def interrupting_get_batch(*args):
         if next(calls) == 24:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to this process
         return real_get_batch(*args)
 
     monkeypatch.setattr(train, "get_batch", interrupting_get_batch)
     assert run(train, *flags, "--out_dir", "stopped") == 130
-    assert "python3 train.py --out_dir stopped --resume" in capsys.readouterr().out
-    assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["step"] == 23
+    out = capsys.readouterr().out
+    assert "interrupted at step 24" in out and "python3 train.py --out_dir stopped --resume" in out
+    assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["step"] == 24
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C handling put back
 
     monkeypatch.setattr(train, "get_batch", real_get_batch)
     torch.manual_seed(999)  # a resumed run must not depend on the state the process happens to be in
     assert run(train, "--out_dir", "stopped", "--resume") == 0
-    assert "resuming stopped/last.pt at step 23" in capsys.readouterr().out
+    assert "resuming stopped/last.pt at step 24" in capsys.readouterr().out
 
     straight, resumed = read_log(tmp_path / "straight" / "log.csv"), read_log(tmp_path / "stopped" / "log.csv")
     assert [r["step"] for r in resumed] == [r["step"] for r in straight] == [0, 10, 20, 30, 40]
@@ -56,6 +60,21 @@ def test_stop_and_resume_gives_the_same_run_as_going_straight(tmp_path, monkeypa
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-5 and abs(a["val_loss"] - b["val_loss"]) < 1e-5
     for name, tensor in final_weights(tmp_path / "straight").items():
         torch.testing.assert_close(final_weights(tmp_path / "stopped")[name], tensor, atol=1e-5, rtol=0)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_whole_save(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    real_get_batch, calls = train.get_batch, itertools.count(1)
+
+    def impatient_get_batch(*args):
+        if next(calls) == 15:
+            raise KeyboardInterrupt  # what Python raises when Ctrl-C is pressed again mid-step
+        return real_get_batch(*args)
+
+    monkeypatch.setattr(train, "get_batch", impatient_get_batch)
+    assert run(train, "--data", tiny_text_file, "--max_iters", "40", *SMALL, "--out_dir", "out") == 130
+    assert "stopped at once" in capsys.readouterr().out
+    assert torch.load(tmp_path / "out" / "last.pt", weights_only=True)["step"] == 10  # the last evaluation
 
 
 def test_resume_without_a_last_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
