@@ -63,7 +63,7 @@ class CausalSelfAttention(nn.Module):
     within each, head h owns rows [h*hs, (h+1)*hs).
     """
 
-    def __init__(self, n_embd, num_heads, block_size, dropout=0.0):
+    def __init__(self, n_embd, num_heads, dropout=0.0):
         super().__init__()
         if n_embd % num_heads != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by num_heads ({num_heads})")
@@ -155,10 +155,10 @@ class Block(nn.Module):
     Pre-LayerNorm with residual connections: x + f(ln(x)) keeps a clean path for gradients.
     """
 
-    def __init__(self, n_embd, num_heads, block_size, dropout=0.0):
+    def __init__(self, n_embd, num_heads, dropout=0.0):
         super().__init__()
         self.ln1 = nn.LayerNorm(n_embd)
-        self.attn = CausalSelfAttention(n_embd, num_heads, block_size, dropout)
+        self.attn = CausalSelfAttention(n_embd, num_heads, dropout)
         self.ln2 = nn.LayerNorm(n_embd)
         self.ffwd = FeedForward(n_embd, dropout)
 
@@ -178,7 +178,7 @@ class GPTModel(nn.Module):
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
         self.position_embedding = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, num_heads, block_size, dropout) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(n_embd, num_heads, dropout) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size)
         # Weight tying: reading a character in (embedding) and writing one out (head) use the same
@@ -276,7 +276,7 @@ class GPTModel(nn.Module):
                     cache = None
                 if not use_cache:
                     logits, _ = self(idx[:, start:])  # the whole window, every step
-                elif cache is None or cache.length != idx.shape[1] - start - 1:
+                elif cache is None:
                     cache = KVCache(self, idx.shape[0])
                     logits, _ = self(idx[:, start:], kv_cache=cache)  # prefill: the window in one pass
                 else:

@@ -51,7 +51,7 @@ def test_head_shape_and_length_check():
 def test_fused_attention_equals_concatenated_heads():
     n_embd, num_heads, block_size = 12, 3, 7
     hs = n_embd // num_heads
-    fused = CausalSelfAttention(n_embd, num_heads, block_size).eval()
+    fused = CausalSelfAttention(n_embd, num_heads).eval()
     heads = [Head(n_embd, hs, block_size).eval() for _ in range(num_heads)]
     q_w, k_w, v_w = fused.qkv.weight.split(n_embd, dim=0)
     with torch.no_grad():
