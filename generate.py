@@ -59,8 +59,10 @@ def sample_text(model, tokenizer, context, args, write):
     for token in stream:
         count += 1
         text += tokenizer.decode(token[0].tolist())
-        if stop and stop in text:
-            text = text[: text.index(stop)]
+        # A new character can only complete the stop string at the very end: search just there.
+        cut = text.find(stop, max(0, len(text) - len(stop))) if stop else -1
+        if cut >= 0:
+            text = text[:cut]
             break
         if args.stream and len(text) - hold > shown:
             write(text[shown : len(text) - hold])
