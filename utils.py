@@ -5,6 +5,7 @@ Every script imports these from here, so each job is written exactly once.
 
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -342,19 +343,30 @@ def lr_at(step, progress, base_lr, warmup_iters, min_lr_ratio=0.1):
     return base_lr * (min_lr_ratio + (1.0 - min_lr_ratio) * cosine)
 
 
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend: saving PNGs works with no display."""
+def pyplot(chinese=False):
+    """matplotlib.pyplot on the non-interactive Agg backend: saving PNGs works with no display.
+
+    chinese=True puts a CJK font first when this machine has one (matplotlib's fallback from
+    DejaVu Sans to a CJK font does not work for every font, so the CJK font must lead).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import font_manager
 
-    # Labels may hold Chinese characters: add whichever CJK font this machine has as a fallback.
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    cjk = [name for name in CJK_FONTS if name in installed]
-    plt.rcParams["font.sans-serif"] = ["DejaVu Sans", *cjk]
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # no chatter about font weights
+    cjk = installed_cjk_fonts(font_manager)
+    plt.rcParams["font.sans-serif"] = [*cjk, "DejaVu Sans"] if chinese else ["DejaVu Sans", *cjk]
     return plt
+
+
+def installed_cjk_fonts(font_manager=None):
+    """The fonts from CJK_FONTS that matplotlib can find on this machine."""
+    if font_manager is None:
+        from matplotlib import font_manager
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return [name for name in CJK_FONTS if name in installed]
 
 
 CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",

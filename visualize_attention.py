@@ -9,11 +9,14 @@ each row sums to 1, and everything above the diagonal is 0 because no position s
 """
 
 import argparse
+import warnings
 
 import torch
 
 from generate import unescape
-from utils import UserError, get_device, load_checkpoint, model_from_checkpoint, pyplot, read_text, run_main
+from utils import (
+    UserError, get_device, installed_cjk_fonts, load_checkpoint, model_from_checkpoint, pyplot, read_text, run_main,
+)
 
 
 def parse_args(argv=None):
@@ -37,7 +40,7 @@ def label(ch):
 
 def draw(maps, chars, panels, path):
     """maps: list over layers of (H, T, T); panels: [(layer, head)] to draw, in a grid of layers x heads."""
-    plt = pyplot()
+    plt = pyplot(chinese=any(ord(ch) >= 0x2E80 for ch in chars))
     layers = sorted({layer for layer, _ in panels})
     heads = sorted({head for _, head in panels})
     size = max(2.6, 0.22 * len(chars))  # inches per panel: room for every character's label
@@ -83,6 +86,10 @@ def main(argv=None):
     layers = [args.layer] if args.layer is not None else range(n_layer)
     heads = [args.head] if args.head is not None else range(n_head)
 
+    if any(ord(ch) >= 0x2E80 for ch in prompt) and not installed_cjk_fonts():
+        print("note: matplotlib finds no Chinese font here, so those labels show as boxes; "
+              "install one (for example Noto Sans CJK) to read them")
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     maps = [m[0] for m in model.attention_maps(torch.tensor([ids], device=device))]  # n_layer x (H, T, T)
     draw(maps, prompt, [(layer, head) for layer in layers for head in heads], args.out)
     print(f"saved {args.out}: {len(layers)} layer(s) x {len(heads)} head(s) over {len(ids)} characters")
