@@ -191,3 +191,24 @@ def test_load_tokens_errors(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe bad")
     with pytest.raises(utils.UserError, match="not UTF-8"):
         utils.load_tokens(tmp_path / "bad.txt")
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    from config import Config
+    from contextlib import nullcontext
+    from model import GPTModel
+
+    torch.manual_seed(0)
+    data = torch.randint(20, (8, 17))
+    batches = [(data[:4, :-1], data[:4, 1:]), (data[4:, :-1], data[4:, 1:])]
+    results = []
+    for accum, micro in ((1, [(data[:, :-1], data[:, 1:])]), (2, batches)):
+        torch.manual_seed(1)
+        model = GPTModel(20, n_embd=16, num_heads=2, n_layer=1, block_size=16)
+        cfg = Config(grad_accum=accum, grad_clip=0.0, learning_rate=1e-2, weight_decay=0.0)
+        optimizer = train.make_optimizer(model, cfg, "cpu")
+        feed = iter(micro)
+        train.train_step(model, optimizer, cfg, nullcontext(), 1, lambda: next(feed))
+        results.append(model.state_dict())
+    for name, tensor in results[0].items():
+        torch.testing.assert_close(results[1][name], tensor, atol=1e-6, rtol=0)
