@@ -217,15 +217,43 @@ def load_tokens(path):
             pos += len(chunk)
         out.flush()
         del out
-        for pattern in ("*.tokens.npy", "*.tokens.json"):  # caches of earlier versions of the text
-            for old in path.parent.glob(f"{path.name}.{pattern}"):
-                old.unlink()
-        vocab_file.write_text(json.dumps(tokenizer.stoi, ensure_ascii=False), encoding="utf-8")
+        remove_stale_caches(path, stem)
+        # Vocabulary first, then the tokens, each renamed into place whole: a process that finds
+        # both files (another torchrun rank, say) never reads a half-written one.
+        vocab = json.dumps(tokenizer.stoi, ensure_ascii=False).encode("utf-8")
+        write_atomically(vocab_file, lambda f: f.write(vocab))
         os.replace(tmp, cache)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return TokenData(np.load(cache, mmap_mode="r"), tokenizer.stoi)
+
+
+def remove_stale_caches(path, current_stem):
+    """Delete the caches of earlier versions of the text at path, never the current one."""
+    for pattern in ("*.tokens.npy", "*.tokens.json"):
+        for old in path.parent.glob(f"{path.name}.{pattern}"):
+            if not old.name.startswith(current_stem + "."):
+                old.unlink(missing_ok=True)  # another process may have removed it already
+
+
+def write_atomically(path, write):
+    """Call write(file) on a temporary file in path's folder, then rename it to path.
+
+    The rename is atomic, so a crash at any moment (or a reader in another process) sees either
+    the old file or the new one, never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def train_val_split(data, train_fraction=0.9):
@@ -257,22 +285,8 @@ def get_batch(data, batch_size, block_size, device, generator=None):
 
 
 def save_checkpoint(obj, path):
-    """torch.save to a temporary file in the same folder, then rename it into place.
-
-    The rename is atomic, so a crash at any moment leaves either the old file or the new one,
-    never half a checkpoint.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """torch.save, atomically: a crash mid-save leaves the previous checkpoint intact."""
+    write_atomically(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path, device="cpu"):

@@ -212,3 +212,18 @@ def test_gradient_accumulation_equals_one_big_batch():
         results.append(model.state_dict())
     for name, tensor in results[0].items():
         torch.testing.assert_close(results[1][name], tensor, atol=1e-6, rtol=0)
+
+
+def test_cleaning_stale_caches_never_removes_the_current_one(tmp_path):
+    # Two processes (torchrun) may build the same cache at once: one's clean-up of stale caches
+    # must not delete the cache the other has just written for the same text.
+    path = tmp_path / "t.txt"
+    path.write_text("some text\n", encoding="utf-8")
+    data = utils.load_tokens(path)
+    current = sorted(p.name for p in tmp_path.glob("t.txt.*.tokens.*"))
+    (tmp_path / "t.txt.0123456789abcdef.tokens.npy").write_bytes(b"stale")
+    (tmp_path / "t.txt.0123456789abcdef.tokens.json").write_text("{}")
+    stem = current[0].rsplit(".", 1)[0]  # t.txt.<hash>.tokens
+    utils.remove_stale_caches(path, stem)
+    assert sorted(p.name for p in tmp_path.glob("t.txt.*.tokens.*")) == current
+    assert utils.load_tokens(path).tokens.tolist() == data.tokens.tolist()
