@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model import GPTModel
+
 REPO_DIR = Path(__file__).resolve().parent
 
 
@@ -305,8 +307,6 @@ MODEL_ARGS = ("n_embd", "num_heads", "n_layer", "block_size", "dropout")
 
 def model_from_checkpoint(ckpt, device="cpu"):
     """Rebuild (model, tokenizer) from a checkpoint dict: train.py's, or day 4's smaller format."""
-    from model import GPTModel
-
     try:
         cfg = ckpt["config"]
         args = {k: cfg[k] for k in MODEL_ARGS if k in cfg}
