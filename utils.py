@@ -171,7 +171,7 @@ def _read_chunks(path):
     """Yield the text of a UTF-8 file in pieces of CHUNK_CHARS characters, with clear errors."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"no such text file: {path} (check the path given with --data)")
+        raise UserError(f"no such text file: {path}; check the path and try again")
     try:
         with open(path, encoding="utf-8", newline="") as f:
             for chunk in iter(lambda: f.read(CHUNK_CHARS), ""):

@@ -8,7 +8,6 @@ import csv
 import subprocess
 import sys
 
-import pytest
 import torch
 
 import day1_tokenizer
