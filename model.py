@@ -82,24 +82,20 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, kv_cache=None):
         """x: (B, T, C) -> (B, T, C).
 
-        kv_cache: None, or a (keys, values, offset) triple for generation: buffers of shape
-        (B, H, block_size, hs) holding the keys and values of the `offset` tokens before x.
+        kv_cache: None, or this layer's LayerKVCache during generation: it holds the keys and values
+        of the tokens before x, and x's own are appended to it.
         """
         B, T, C = x.shape
         q, k, v = self.split_heads(x)  # (B, H, T, hs) each
         offset = 0
         if kv_cache is not None:
-            keys, values, offset = kv_cache
-            keys[:, :, offset : offset + T] = k  # remember the new tokens' keys and values ...
-            values[:, :, offset : offset + T] = v
-            k, v = keys[:, :, : offset + T], values[:, :, : offset + T]  # ... and attend to all so far
+            offset = kv_cache.length  # x's tokens sit at positions offset .. offset + T - 1
+            k, v = kv_cache.append(k, v)  # (B, H, offset + T, hs): every token so far
         dropout_p = self.dropout if self.training else 0.0
-        if offset == 0:  # queries and keys are the same positions: the usual causal mask
+        if offset == 0:  # queries and keys are the same positions: the fused causal kernel
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-        elif T == 1:  # one new token may look at every earlier one: no mask needed
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        else:  # new tokens i = 0..T-1 sit at positions offset + i: each sees keys up to there
-            mask = torch.ones(T, offset + T, dtype=torch.bool, device=x.device).tril(diagonal=offset)
+        else:  # new tokens after cached ones: each sees every cached key and the new ones up to itself
+            mask = causal_mask(T, offset, x.device)  # (T, offset + T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, hs) -> (B, T, C): heads side by side
         return self.resid_dropout(self.proj(y))
@@ -109,28 +105,58 @@ class CausalSelfAttention(nn.Module):
         q, k, _ = self.split_heads(x)  # (B, H, T, hs)
         T = x.shape[1]
         wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, H, T, T)
-        wei = wei.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).tril() == 0, float("-inf"))
+        wei = wei.masked_fill(~causal_mask(T, 0, x.device), float("-inf"))  # no looking at the future
         return F.softmax(wei, dim=-1)
+
+
+def causal_mask(T, offset, device):
+    """(T, offset + T) bool mask: query i (at position offset + i) may see keys 0 .. offset + i.
+
+    With offset 0 this is the usual lower triangle; after `offset` cached tokens, the first query
+    already sees all of them.
+    """
+    return torch.ones(T, offset + T, dtype=torch.bool, device=device).tril(diagonal=offset)
 
 
 class KVCache:
     """Every layer's keys and values for the tokens processed so far, so that generating one more
-    token only runs that token through the model instead of the whole context again.
+    token only runs that token through the model instead of the whole window again.
 
-    Buffers are allocated once at full size: (n_layer, B, H, block_size, hs) for keys and for values.
+    Buffers are allocated once at full size, (B, H, block_size, hs) per layer for keys and for values.
+    Each layer appends its new keys and values through `layers[i]`; once every layer has done so,
+    the model calls `advance(T)`, so all layers agree on how many tokens are stored.
     """
 
     def __init__(self, model, batch_size):
         attn = model.blocks[0].attn
-        C = model.token_embedding.weight.shape[1]
-        shape = (len(model.blocks), batch_size, attn.num_heads, model.block_size, C // attn.num_heads)
         weight = model.token_embedding.weight
-        self.keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
-        self.values = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        head_size = weight.shape[1] // attn.num_heads
+        shape = (batch_size, attn.num_heads, model.block_size, head_size)
         self.length = 0  # tokens stored so far
+        self.layers = [LayerKVCache(self, shape, weight.dtype, weight.device) for _ in model.blocks]
 
-    def layer(self, i):
-        return self.keys[i], self.values[i], self.length
+    def advance(self, T):
+        self.length += T
+
+
+class LayerKVCache:
+    """One layer's part of a KVCache: its key and value buffers."""
+
+    def __init__(self, cache, shape, dtype, device):
+        self.cache = cache
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+
+    @property
+    def length(self):
+        return self.cache.length
+
+    def append(self, k, v):
+        """Store k, v (B, H, T, hs) after the cached tokens; return all keys and values so far."""
+        end = self.length + k.shape[2]
+        self.keys[:, :, self.length : end] = k
+        self.values[:, :, self.length : end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
 
 class FeedForward(nn.Module):
@@ -171,9 +197,9 @@ class Block(nn.Module):
 class GPTModel(nn.Module):
     """A GPT: token + position embeddings, `n_layer` blocks, final LayerNorm, linear head."""
 
-    def __init__(self, vocab_size, n_embd, num_heads, n_layer, block_size, dropout=0.0):
+    def __init__(self, vocab_size, *, n_embd, num_heads, n_layer, block_size, dropout=0.0):
+        # The sizes are keyword-only: GPTModel(65, n_embd=128, ...) can't swap num_heads and n_layer.
         super().__init__()
-        self.vocab_size = vocab_size
         self.block_size = block_size
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
         self.position_embedding = nn.Embedding(block_size, n_embd)
@@ -190,6 +216,12 @@ class GPTModel(nn.Module):
         for block in self.blocks:
             for layer in (block.attn.proj, block.ffwd.net[2]):
                 nn.init.normal_(layer.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+    @classmethod
+    def from_config(cls, cfg, vocab_size):
+        """The model a config.Config describes, for a vocabulary of vocab_size characters."""
+        return cls(vocab_size, n_embd=cfg.n_embd, num_heads=cfg.num_heads, n_layer=cfg.n_layer,
+                   block_size=cfg.block_size, dropout=cfg.dropout)
 
     @staticmethod
     def _init_weights(module):
@@ -220,9 +252,9 @@ class GPTModel(nn.Module):
         x = self.token_embedding(idx) + self.position_embedding(pos)  # (B, T, C) + (T, C) -> (B, T, C)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, kv_cache.layer(i) if kv_cache is not None else None)  # (B, T, C)
+            x = block(x, kv_cache.layers[i] if kv_cache is not None else None)  # (B, T, C)
         if kv_cache is not None:
-            kv_cache.length += T
+            kv_cache.advance(T)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
@@ -234,14 +266,20 @@ class GPTModel(nn.Module):
         """Every layer's attention weights for idx (B, T): a list of n_layer tensors (B, H, T, T).
 
         A separate, explicit pass for visualisation, so the fused forward stays as fast as ever.
+        Runs in eval mode, so dropout never blurs the picture, and restores the previous mode.
         """
-        T = idx.shape[1]
-        x = self.token_embedding(idx) + self.position_embedding(torch.arange(T, device=idx.device))
-        maps = []
-        for block in self.blocks:
-            maps.append(block.attn.attention_weights(block.ln1(x)))
-            x = block(x)
-        return maps
+        was_training = self.training
+        self.eval()
+        try:
+            T = idx.shape[1]
+            x = self.token_embedding(idx) + self.position_embedding(torch.arange(T, device=idx.device))
+            maps = []
+            for block in self.blocks:
+                maps.append(block.attn.attention_weights(block.ln1(x)))  # (B, H, T, T)
+                x = block(x)
+            return maps
+        finally:
+            self.train(was_training)
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens).
@@ -249,7 +287,8 @@ class GPTModel(nn.Module):
         temperature: > 0 divides the logits (lower = safer, higher = wilder); 0 means greedy (argmax).
         top_k: sample only among the k most likely tokens (clamped to the vocabulary size).
         top_p: sample only among the most likely tokens whose probabilities add up to top_p (nucleus).
-        use_cache: reuse earlier tokens' keys and values (KVCache); same tokens, many times faster.
+        use_cache: reuse earlier tokens' keys and values (KVCache): the same tokens, faster (README
+            measures it).
         Runs in eval mode (no dropout) and restores the previous mode afterwards.
         """
         new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache))
@@ -262,18 +301,11 @@ class GPTModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            # The model has learned positions 0..block_size-1 only, so it sees a window of at most
-            # block_size tokens. A KV cache cannot slide that window one token at a time: shifting
-            # it changes every token's position, hence every cached key and value. So when the window
-            # is full, both paths drop its older half and start again from the newer half (the cached
-            # path re-fills its cache with one forward pass). Cached and uncached generation see the
-            # same windows and give the same tokens; the refill happens once per block_size/2 tokens.
-            start = max(0, idx.shape[1] - self.block_size)  # a long prompt: keep its last block_size
-            cache = None
+            start, cache = None, None  # where the model's window begins in idx; the KV cache
             for _ in range(max_new_tokens):
-                if idx.shape[1] - start > self.block_size:
-                    start = idx.shape[1] - max(1, self.block_size // 2)
-                    cache = None
+                new_start = window_start(idx.shape[1], self.block_size, start)
+                if new_start != start:  # a new window: its positions changed, so the cache must start over
+                    start, cache = new_start, None
                 if not use_cache:
                     logits, _ = self(idx[:, start:])  # the whole window, every step
                 elif cache is None:
@@ -286,6 +318,25 @@ class GPTModel(nn.Module):
                 yield next_id
         finally:
             self.train(was_training)
+
+
+def window_start(length, block_size, start=None):
+    """Where the model's window begins when predicting token number `length` (0-based) of a sequence.
+
+    start: the window's start at the previous step, or None at the first step.
+
+    The model has learned positions 0..block_size-1 only, so it sees at most block_size tokens. A KV
+    cache cannot slide that window one token at a time: shifting it changes every token's position,
+    hence every cached key and value. So a long prompt keeps its last block_size tokens, and when the
+    window is full it drops its older half and starts again from the newer half. The cached path then
+    refills its cache in one pass, once every block_size / 2 tokens; cached and uncached generation use
+    this same rule, so they see the same windows and give the same tokens.
+    """
+    if start is None:
+        return max(0, length - block_size)
+    if length - start > block_size:
+        return length - max(1, block_size // 2)
+    return start
 
 
 def check_sampling_args(temperature, top_k=None, top_p=None):

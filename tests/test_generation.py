@@ -92,3 +92,45 @@ def test_attention_maps_are_causal_distributions_that_match_head():
         x = model.token_embedding(idx) + model.position_embedding(torch.arange(7))
         expected = head.attention_weights(model.blocks[0].ln1(x))
     torch.testing.assert_close(maps[0][:, 1], expected, atol=1e-6, rtol=0)
+
+
+def test_attention_maps_ignore_dropout_and_keep_the_mode():
+    torch.manual_seed(0)
+    model = GPTModel(13, n_embd=24, num_heads=3, n_layer=2, block_size=8, dropout=0.2)  # training mode
+    idx = torch.randint(13, (1, 8))
+    first, second = model.attention_maps(idx), model.attention_maps(idx)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)  # dropout would make each call different
+    assert model.training  # the mode it had before
+    model.eval()
+    for a, b in zip(first, model.attention_maps(idx)):
+        assert torch.equal(a, b)
+
+
+def test_window_rule_matches_a_plain_reference_loop():
+    """Generation past the point where the window fills, against a loop written the obvious way."""
+    from model import window_start
+
+    block_size = 8
+    model = trained_like_model(block_size=block_size)
+    prompt = torch.randint(13, (1, 5), generator=torch.Generator().manual_seed(3))
+
+    # Reference: keep the window as a plain list of token ids. When a new token would make it longer
+    # than block_size, keep only its newest half (as the cache must start over anyway).
+    tokens, window = prompt[0].tolist(), prompt[0].tolist()
+    for _ in range(40):
+        logits, _ = model(torch.tensor([window]))
+        next_id = logits[0, -1].argmax().item()
+        tokens.append(next_id)
+        window.append(next_id)
+        if len(window) > block_size:
+            window = window[-(block_size // 2):]
+    for use_cache in (True, False):
+        assert model.generate(prompt, 40, temperature=0, use_cache=use_cache)[0].tolist() == tokens
+
+    starts = [window_start(5, block_size)]
+    for length in range(6, 45):
+        starts.append(window_start(length, block_size, starts[-1]))
+    assert starts[:5] == [0, 0, 0, 0, 5]  # 8 tokens fit; the 9th starts a window at the newest half
+    assert all(length - start <= block_size for length, start in zip(range(5, 45), starts))
+    assert window_start(20, block_size) == 12  # a long prompt keeps its last block_size tokens
