@@ -32,7 +32,8 @@ class Config:
     eval_interval: int = _param(500, "evaluate train/val loss every this many steps")
     eval_iters: int = _param(20, "batches averaged for each loss estimate")
     learning_rate: float = _param(4e-3, "peak AdamW learning rate")
-    warmup_iters: int = _param(100, "steps of linear learning-rate warmup before the cosine decay")
+    warmup_fraction: float = _param(0.03, "fraction of the run (by steps or by the clock) spent warming the "
+                                          "learning rate up, before the cosine decay")
     min_lr_ratio: float = _param(0.05, "the cosine decay ends at learning_rate * min_lr_ratio")
     weight_decay: float = _param(0.6, "AdamW weight decay (of weight matrices and embeddings)")
     grad_clip: float = _param(1.0, "clip the gradient norm to this (0 = off)")
@@ -48,7 +49,8 @@ class Config:
 PRESETS = {
     "tiny": dict(n_embd=64, num_heads=2, n_layer=2),
     "small": dict(n_embd=128, num_heads=4, n_layer=4),
-    # Most learned per second on a CPU in short runs (chosen automatically for --time_budget <= 240).
+    # Most learned per second on a CPU in short runs (chosen automatically for a --time_budget of at
+    # most QUICK_BUDGET_SECONDS, below).
     "quick": dict(n_embd=128, num_heads=4, n_layer=2, block_size=64, batch_size=16, dropout=0.0,
                   learning_rate=5e-3, eval_interval=500, eval_iters=50),
     # The classic GPU recipe for tiny Shakespeare: ~10.8M parameters, validation loss ~1.47.
@@ -88,22 +90,22 @@ def apply_overrides(cfg, overrides):
     return dataclasses.replace(cfg, **overrides)
 
 
-def _parse_bool(text):
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default, except where the default is None: the hyperparameter flags
+    default to None ("not given") and say config.py's value in their own help text."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_config_args(parser):
     """Add one --<field> flag per Config field. Flags default to None, meaning "not given"."""
     group = parser.add_argument_group("hyperparameters (defaults in config.py)")
     for f in dataclasses.fields(Config):
-        kind = _parse_bool if f.type is bool else f.type
         group.add_argument(
-            f"--{f.name}", type=kind, default=None, metavar=f.type.__name__.upper(),
+            f"--{f.name}", type=f.type, default=None, metavar=f.type.__name__.upper(),
             help=f"{f.metadata['help']} (default {f.default})",
         )
 
@@ -129,7 +131,7 @@ def validate(cfg):
         (cfg.eval_interval >= 1, "eval_interval must be >= 1"),
         (cfg.eval_iters >= 1, "eval_iters must be >= 1"),
         (cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}"),
-        (cfg.warmup_iters >= 0, "warmup_iters must be >= 0"),
+        (0.0 <= cfg.warmup_fraction < 1.0, f"warmup_fraction must be in [0, 1), got {cfg.warmup_fraction}"),
         (0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}"),
         (cfg.weight_decay >= 0, "weight_decay must be >= 0"),
         (cfg.grad_clip >= 0, "grad_clip must be >= 0"),

@@ -55,3 +55,14 @@ def test_choose_preset():
     assert choose_preset(None, "mps", 75) == "quick"
     assert choose_preset(None, "cpu", QUICK_BUDGET_SECONDS) == "quick"
     assert choose_preset(None, "cpu", QUICK_BUDGET_SECONDS + 1) is None
+
+
+@pytest.mark.parametrize("script", ["train", "generate", "bench", "visualize_attention"])
+def test_help_shows_each_default_once(script, capsys):
+    module = __import__(script)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert "(default: None)" not in text
+    if script in ("train", "bench"):
+        assert f"(default {Config().n_embd})" in text and "(default: 128)" not in text
