@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from config import CUDA_PRESET, PRESETS, add_config_args, choose_preset, config_from_args, validate
+from config import CUDA_PRESET, PRESETS, HelpFormatter, add_config_args, choose_preset, config_from_args, validate
 from model import GPTModel
 from train import make_optimizer, should_compile, train_step
 from utils import UserError, autocast_context, get_device, run_main, set_seed
@@ -26,7 +26,7 @@ from utils import UserError, autocast_context, get_device, run_main, set_seed
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help=f"model size from config.py (default: {CUDA_PRESET} on CUDA, config.py's values elsewhere)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -99,7 +99,7 @@ def peak_memory_mb(device):
 
 def bench_training(cfg, args, device):
     set_seed(0)
-    model = GPTModel(args.vocab_size, cfg.n_embd, cfg.num_heads, cfg.n_layer, cfg.block_size, cfg.dropout).to(device)
+    model = GPTModel.from_config(cfg, args.vocab_size).to(device)
     optimizer = make_optimizer(model, cfg, device)
     compiled = should_compile(cfg, device)
     runner = torch.compile(model) if compiled else model
@@ -160,7 +160,7 @@ def main(argv=None):
         model, compiled, train_rates, fpt = bench_training(cfg, args, device)
     else:  # generation only: an untrained model generates just as fast
         set_seed(0)
-        model = GPTModel(args.vocab_size, cfg.n_embd, cfg.num_heads, cfg.n_layer, cfg.block_size).to(device)
+        model = GPTModel.from_config(cfg, args.vocab_size).to(device)
         compiled, train_rates, fpt = False, [], flops_per_token(model, cfg)
     gen = bench_generation(model, args, device) if args.gen_tokens else {}
     train_median = statistics.median(train_rates) if train_rates else 0.0

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from model import GPTModel
 from utils import (
-    REPO_DIR, CharTokenizer, estimate_loss, get_batch, get_device, plot_losses, read_text,
+    REPO_DIR, CharTokenizer, estimate_loss, get_batch, get_device, make_checkpoint, plot_losses, read_text,
     run_main, save_checkpoint, set_seed, train_val_split,
 )
 
@@ -102,13 +102,8 @@ def main(argv=None):
     print("\n✓ Loss 曲线已保存到 day4_training_curve.png")
 
     # ===== Save the model (the tutorial's format; generate.py --checkpoint day4_model.pt reads it) =====
-    save_checkpoint({
-        "model_state_dict": model.state_dict(),
-        "tokenizer_stoi": tokenizer.stoi,
-        "tokenizer_itos": tokenizer.itos,
-        "vocab_size": vocab_size,
-        "config": {"n_embd": n_embd, "num_heads": num_heads, "n_layer": n_layer, "block_size": block_size},
-    }, "day4_model.pt")
+    sizes = {"n_embd": n_embd, "num_heads": num_heads, "n_layer": n_layer, "block_size": block_size}
+    save_checkpoint(make_checkpoint(model, tokenizer, sizes), "day4_model.pt")
     print("✓ 模型已保存到 day4_model.pt")
 
     print("\n" + "=" * 60)

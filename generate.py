@@ -13,8 +13,9 @@ import time
 
 import torch
 
+from config import HelpFormatter
 from model import check_sampling_args
-from utils import UserError, get_device, load_checkpoint, model_from_checkpoint, read_text, run_main, set_seed
+from utils import UserError, get_device, load_model, read_text, run_main, set_seed
 
 
 def unescape(text):
@@ -25,7 +26,7 @@ def unescape(text):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Sample text from a trained Mini-GPT checkpoint.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--checkpoint", default="out/ckpt.pt", help="checkpoint written by train.py")
     prompt = parser.add_mutually_exclusive_group()
@@ -39,7 +40,7 @@ def parse_args(argv=None):
     parser.add_argument("--stop", default=None, help=r"end a sample where this text appears (\n = newline)")
     parser.add_argument("--num_samples", type=int, default=1, help="how many samples to print")
     parser.add_argument("--stream", action="store_true", help="print each character as soon as it is sampled")
-    parser.add_argument("--no_cache", action="store_true", help="recompute the whole context every step (slow)")
+    parser.add_argument("--no_cache", action="store_true", help="recompute the whole window every step instead of reusing cached keys and values (slower)")
     parser.add_argument("--seed", type=int, default=1337, help="random seed (same seed, same text)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     return parser.parse_args(argv)
@@ -89,7 +90,7 @@ def main(argv=None):
         raise UserError("--prompt is empty; give at least one character (the default is a newline)")
 
     device = get_device(args.device)
-    model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint, device), device)
+    model, tokenizer = load_model(args.checkpoint, device)
     prompt_flag = "--prompt_file" if args.prompt_file else "--prompt"
     for flag, text in ((prompt_flag, prompt), ("--stop", args.stop and unescape(args.stop))):
         try:

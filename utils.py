@@ -1,10 +1,10 @@
-"""Shared helpers: the character tokenizer, devices, seeding, data, batches and checkpoints.
+"""Shared helpers, in the order a run needs them: the character tokenizer, devices, text and
+batches, evaluation, the learning-rate schedule, checkpoints and pictures.
 
-Every script imports these from here, so each job is written exactly once.
+Every script imports these from here, so each job is written exactly once. (Caching a text file's
+token ids on disk has its own module, token_cache.py.)
 """
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -12,7 +12,7 @@ import random
 import sys
 import tempfile
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,39 +135,25 @@ def set_seed(seed):
 
 
 # ----------------------------------------------------------------------------------------------
-# Data
+# Text and batches
+
+
+CHUNK_CHARS = 1 << 24  # read big files 16M characters at a time, so they never need to fit in memory
 
 
 def read_text(path):
     """Read a UTF-8 text file, with a clear UserError if it is missing, not UTF-8 or empty."""
-    text = "".join(_read_chunks(path))
+    text = "".join(read_chunks(path))
     if not text:
-        raise _empty_file(path)
+        raise empty_file_error(path)
     return text
 
 
-def _empty_file(path):
+def empty_file_error(path):
     return UserError(f"{path} is empty; give a text file with something to learn from")
 
 
-@dataclass
-class TokenData:
-    tokens: np.ndarray  # 1-D token ids, usually a read-only np.memmap of the cache file
-    stoi: dict  # the vocabulary: character -> id
-
-
-CHUNK_CHARS = 1 << 24  # encode big files 16M characters at a time, so they never need to fit in memory
-
-
-def _file_hash(path):
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def _read_chunks(path):
+def read_chunks(path):
     """Yield the text of a UTF-8 file in pieces of CHUNK_CHARS characters, with clear errors."""
     path = Path(path)
     if not path.is_file():
@@ -178,84 +164,6 @@ def _read_chunks(path):
                 yield chunk
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (byte {e.start} of a block is invalid); save it as UTF-8") from None
-
-
-def load_tokens(path):
-    """A text file's token ids and vocabulary, encoded once and cached beside the file.
-
-    The cache is `<file>.<content hash>.tokens.npy` (uint16 ids when the vocabulary fits, else
-    uint32) plus `.tokens.json` (the vocabulary), read back through np.memmap: a restart costs no
-    re-encoding, and a corpus bigger than RAM is read from disk as batches need it. Editing the text
-    changes its hash, so a stale cache is never used. If the folder is read-only, nothing is cached.
-    """
-    path = Path(path)
-    chunks = _read_chunks(path)
-    first = next(chunks, "")  # also checks the file exists and starts as valid UTF-8
-    if not first:
-        raise _empty_file(path)
-    stem = f"{path.name}.{_file_hash(path)}.tokens"
-    cache, vocab_file = path.with_name(stem + ".npy"), path.with_name(stem + ".json")
-    if cache.is_file() and vocab_file.is_file():
-        stoi = json.loads(vocab_file.read_text(encoding="utf-8"))
-        return TokenData(np.load(cache, mmap_mode="r"), stoi)
-
-    # Pass 1: the vocabulary and the length. Pass 2: encode chunk by chunk into the cache file.
-    chars, n = set(first), len(first)
-    for chunk in chunks:
-        chars.update(chunk)
-        n += len(chunk)
-    tokenizer = CharTokenizer("".join(chars))
-    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=stem + ".", suffix=".tmp")
-        os.close(fd)
-    except OSError:  # read-only folder: encode in memory instead
-        return TokenData(tokenizer.encode_array("".join(_read_chunks(path))).astype(dtype), tokenizer.stoi)
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))
-        pos = 0
-        for chunk in _read_chunks(path):
-            out[pos : pos + len(chunk)] = tokenizer.encode_array(chunk)
-            pos += len(chunk)
-        out.flush()
-        del out
-        remove_stale_caches(path, stem)
-        # Vocabulary first, then the tokens, each renamed into place whole: a process that finds
-        # both files (another torchrun rank, say) never reads a half-written one.
-        vocab = json.dumps(tokenizer.stoi, ensure_ascii=False).encode("utf-8")
-        write_atomically(vocab_file, lambda f: f.write(vocab))
-        os.replace(tmp, cache)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return TokenData(np.load(cache, mmap_mode="r"), tokenizer.stoi)
-
-
-def remove_stale_caches(path, current_stem):
-    """Delete the caches of earlier versions of the text at path, never the current one."""
-    for pattern in ("*.tokens.npy", "*.tokens.json"):
-        for old in path.parent.glob(f"{path.name}.{pattern}"):
-            if not old.name.startswith(current_stem + "."):
-                old.unlink(missing_ok=True)  # another process may have removed it already
-
-
-def write_atomically(path, write):
-    """Call write(file) on a temporary file in path's folder, then rename it to path.
-
-    The rename is atomic, so a crash at any moment (or a reader in another process) sees either
-    the old file or the new one, never half a file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def train_val_split(data, train_fraction=0.9):
@@ -283,43 +191,7 @@ def get_batch(data, batch_size, block_size, device, generator=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_checkpoint(obj, path):
-    """torch.save, atomically: a crash mid-save leaves the previous checkpoint intact."""
-    write_atomically(path, lambda f: torch.save(obj, f))
-
-
-def load_checkpoint(path, device="cpu"):
-    """Load a checkpoint safely (weights_only=True) onto device, with a clear UserError if missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}; train one first with `python3 train.py` (or pass --checkpoint)")
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # corrupt file, not a checkpoint, ...
-        raise UserError(f"could not read checkpoint {path}: {e}") from None
-
-
-MODEL_ARGS = ("n_embd", "num_heads", "n_layer", "block_size", "dropout")
-
-
-def model_from_checkpoint(ckpt, device="cpu"):
-    """Rebuild (model, tokenizer) from a checkpoint dict: train.py's, or day 4's smaller format."""
-    try:
-        cfg = ckpt["config"]
-        args = {k: cfg[k] for k in MODEL_ARGS if k in cfg}
-        model = GPTModel(vocab_size=ckpt["vocab_size"], **args)
-        model.load_state_dict(ckpt["model_state_dict"])
-        tokenizer = CharTokenizer.from_stoi(ckpt["tokenizer_stoi"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"this checkpoint does not hold a Mini-GPT model ({type(e).__name__}: {e})") from None
-    return model.to(device), tokenizer
-
-
-# ----------------------------------------------------------------------------------------------
-# Training helpers
+# Evaluation
 
 
 @torch.no_grad()
@@ -343,18 +215,156 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, see
     return out
 
 
-def lr_at(step, progress, base_lr, warmup_iters, min_lr_ratio=0.1):
-    """Learning rate for a step: linear warmup, then cosine decay down to base_lr * min_lr_ratio.
+# ----------------------------------------------------------------------------------------------
+# Learning-rate schedule
 
-    step: optimizer steps already taken; progress: how much of the run is done, from 0 to 1
-    (steps done / max_iters, or seconds used / time budget). Warmup avoids large, badly aimed
+
+def progress(step, seconds, max_iters, time_budget):
+    """How much of a run is done, from 0 to 1: by steps or by the clock, whichever is further along.
+
+    time_budget 0 means no clock, so the run (and its schedule) is the same on every machine.
+    """
+    by_steps = step / max(max_iters, 1)
+    by_clock = seconds / time_budget if time_budget else 0.0
+    return min(max(by_steps, by_clock), 1.0)
+
+
+def lr_at(progress, base_lr, warmup, min_lr_ratio=0.1):
+    """Learning rate at a point of the run: linear warmup, then cosine decay to base_lr * min_lr_ratio.
+
+    progress: how much of the run is done, 0..1 (see progress()); warmup: the fraction of the run spent
+    warming up. Both are measured on the same axis, so the schedule has the same shape whether steps
+    or the clock end the run, and on a fast machine or a slow one. Warmup avoids large, badly aimed
     first updates while AdamW's statistics are still empty; the decay lets the model settle.
     """
-    if step < warmup_iters:
-        return base_lr * (step + 1) / warmup_iters
     progress = min(max(progress, 0.0), 1.0)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    if progress < warmup:
+        return base_lr * progress / warmup
+    decay = (progress - warmup) / (1.0 - warmup) if warmup < 1.0 else 1.0  # 0 -> 1 after warmup
+    cosine = 0.5 * (1.0 + math.cos(math.pi * decay))  # 1 -> 0
     return base_lr * (min_lr_ratio + (1.0 - min_lr_ratio) * cosine)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def readable_mode():
+    """The permissions an ordinary new file gets here: rw for everyone, less the umask (often 0644)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def fsync_folder(folder):
+    """Make a rename inside folder durable (POSIX). Windows cannot open folders; it has nothing to do."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path, write):
+    """Call write(file) on a temporary file in path's folder, then rename it to path.
+
+    The rename is atomic, so a crash at any moment (or a reader in another process) sees either the
+    old file or the new one, never half a file. The data is fsynced before the rename and the folder
+    after it, so this holds after a power cut too.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, readable_mode())  # mkstemp makes it private (0600); a checkpoint is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_folder(path.parent)
+
+
+def make_checkpoint(model, tokenizer, config, **extra):
+    """The checkpoint dict every script saves: the tutorial's day 4 format, plus any extra entries.
+
+    config: a dict (or dataclass) with at least n_embd, num_heads, n_layer and block_size.
+    `tokenizer_itos` is never read back (it is stoi inverted), but the tutorial's format has it, so
+    checkpoints stay loadable by the tutorial's own code.
+    """
+    return {
+        "model_state_dict": model.state_dict(),
+        "tokenizer_stoi": tokenizer.stoi,
+        "tokenizer_itos": tokenizer.itos,
+        "vocab_size": tokenizer.vocab_size,
+        "config": asdict(config) if is_dataclass(config) else dict(config),
+        **extra,
+    }
+
+
+def save_checkpoint(obj, path):
+    """torch.save, atomically: a crash mid-save leaves the previous checkpoint intact."""
+    write_atomically(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path, device="cpu"):
+    """Load a checkpoint safely (weights_only=True) onto device, with a clear UserError if it can't be."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}; train one first with `python3 train.py` (or pass --checkpoint)")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # a text file, a damaged download, a pickle of arbitrary objects...
+        raise UserError(f"{path} is not a checkpoint that Mini-GPT can read (a damaged file, or not one written "
+                        "by train.py); pass the ckpt.pt that train.py saved") from None
+
+
+MODEL_ARGS = ("n_embd", "num_heads", "n_layer", "block_size", "dropout")
+
+
+def model_from_checkpoint(ckpt, device="cpu"):
+    """Rebuild (model, tokenizer) from a checkpoint dict: train.py's, or day 4's (the same format)."""
+    try:
+        cfg = ckpt["config"]
+        model = GPTModel(ckpt["vocab_size"], **{k: cfg[k] for k in MODEL_ARGS if k in cfg})
+        tokenizer = CharTokenizer.from_stoi(ckpt["tokenizer_stoi"])
+        state_dict = ckpt["model_state_dict"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"this checkpoint does not hold a Mini-GPT model ({type(e).__name__}: {e})") from None
+    mismatch = state_dict_mismatch(model, state_dict)
+    if mismatch:
+        raise UserError(f"this checkpoint's weights do not fit the model its config describes ({mismatch}); "
+                        "the file was changed after train.py saved it")
+    model.load_state_dict(state_dict)
+    return model.to(device), tokenizer
+
+
+def state_dict_mismatch(model, state_dict):
+    """None if state_dict fits model exactly, else a short description of the first difference."""
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in state_dict:
+            return f"{name} is missing"
+        if tuple(state_dict[name].shape) != tuple(tensor.shape):
+            return f"{name} is {list(state_dict[name].shape)}, the config needs {list(tensor.shape)}"
+    extra = sorted(set(state_dict) - set(expected))
+    return f"unexpected {extra[0]}" if extra else None
+
+
+def load_model(path, device="cpu"):
+    """The one way scripts load a trained model: (model in eval mode on device, tokenizer)."""
+    model, tokenizer = model_from_checkpoint(load_checkpoint(path, device), device)
+    return model.eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
+# Pictures
 
 
 def pyplot(chinese=False):

@@ -13,15 +13,14 @@ import warnings
 
 import torch
 
+from config import HelpFormatter
 from generate import unescape
-from utils import (
-    UserError, get_device, installed_cjk_fonts, load_checkpoint, model_from_checkpoint, pyplot, read_text, run_main,
-)
+from utils import UserError, get_device, installed_cjk_fonts, load_model, pyplot, read_text, run_main
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Draw a trained model's attention weights over a prompt as heatmaps.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", default="out/ckpt.pt", help="checkpoint written by train.py")
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="ROMEO:\\nI will", help=r"text to look at; \n means a newline")
@@ -67,7 +66,7 @@ def draw(maps, chars, panels, path):
 def main(argv=None):
     args = parse_args(argv)
     device = get_device(args.device)
-    model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint, device), device)
+    model, tokenizer = load_model(args.checkpoint, device)
     prompt = read_text(args.prompt_file) if args.prompt_file else unescape(args.prompt)
     if not prompt:
         raise UserError("--prompt is empty; give the text whose attention you want to see")

@@ -78,3 +78,20 @@ def test_visualize_attention(tmp_path, capsys, checkpoint):
     assert grid.stat().st_size > one.stat().st_size > 5_000
     status = run(visualize_attention, "--checkpoint", checkpoint, "--layer", "2")
     assert_clean_error(status, capsys.readouterr().err, "--layer 2 does not exist", "numbered 0 to 1")
+
+
+def test_a_text_file_or_an_edited_checkpoint_is_one_clear_line(tmp_path, capsys, checkpoint):
+    import torch
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are my notes,\nnot a model\n", encoding="utf-8")
+    for script in (generate, visualize_attention):
+        status = run(script, "--checkpoint", notes, "--out" if script is visualize_attention else "--seed", "1")
+        assert_clean_error(status, capsys.readouterr().err, "notes.txt is not a checkpoint", "ckpt.pt")
+
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["config"]["n_embd"] = 64  # the config now disagrees with the weights
+    edited = tmp_path / "edited.pt"
+    torch.save(ckpt, edited)
+    status = run(generate, "--checkpoint", edited)
+    assert_clean_error(status, capsys.readouterr().err, "weights do not fit the model its config describes")

@@ -7,8 +7,8 @@ import torch
 
 from model import GPTModel
 from utils import (
-    CharTokenizer, UserError, get_batch, get_device, load_checkpoint, lr_at, model_from_checkpoint,
-    read_text, save_checkpoint, train_val_split,
+    CharTokenizer, UserError, get_batch, get_device, load_checkpoint, load_model, lr_at, make_checkpoint,
+    model_from_checkpoint, progress, read_text, save_checkpoint, train_val_split,
 )
 
 
@@ -66,14 +66,13 @@ def test_get_device():
 def test_checkpoint_round_trip(tmp_path):
     tok = CharTokenizer("to be or not to be")
     model = GPTModel(tok.vocab_size, n_embd=16, num_heads=2, n_layer=1, block_size=8).eval()
-    ckpt = {
-        "model_state_dict": model.state_dict(), "tokenizer_stoi": tok.stoi, "tokenizer_itos": tok.itos,
-        "vocab_size": tok.vocab_size, "config": {"n_embd": 16, "num_heads": 2, "n_layer": 1, "block_size": 8},
-    }
+    ckpt = make_checkpoint(model, tok, {"n_embd": 16, "num_heads": 2, "n_layer": 1, "block_size": 8}, step=7)
+    assert set(ckpt) == {"model_state_dict", "tokenizer_stoi", "tokenizer_itos", "vocab_size", "config", "step"}
     path = tmp_path / "sub" / "ckpt.pt"
     save_checkpoint(ckpt, path)
     assert os.listdir(path.parent) == ["ckpt.pt"]  # no temporary file left behind
-    loaded_model, loaded_tok = model_from_checkpoint(load_checkpoint(path), "cpu")
+    loaded_model, loaded_tok = load_model(path, "cpu")
+    assert not loaded_model.training  # ready for inference: dropout off
     idx = torch.tensor([tok.encode("to be")])
     torch.testing.assert_close(loaded_model(idx)[0], model(idx)[0], atol=0, rtol=0)
     assert loaded_tok.stoi == tok.stoi and loaded_tok.itos == tok.itos
@@ -91,20 +90,76 @@ def test_a_failed_save_leaves_the_old_checkpoint_intact(tmp_path):
 def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(UserError, match="train one first"):
         load_checkpoint(tmp_path / "nothing.pt")
-    (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(UserError, match="could not read checkpoint"):
+    (tmp_path / "junk.pt").write_text("not a checkpoint\nbut a text file\n")
+    with pytest.raises(UserError, match="not a checkpoint that Mini-GPT can read") as error:
         load_checkpoint(tmp_path / "junk.pt")
+    assert "\n" not in str(error.value)  # one line, not torch's multi-line weights_only explanation
     with pytest.raises(UserError, match="does not hold a Mini-GPT model"):
         model_from_checkpoint({"step": 3})
 
 
 def test_lr_schedule_warmup_then_cosine():
-    base, warmup = 1e-3, 10
-    warm = [lr_at(s, s / 100, base, warmup, 0.1) for s in range(warmup)]
-    assert warm == sorted(warm) and math.isclose(warm[-1], base)  # rises linearly to the peak
-    assert math.isclose(warm[0], base / warmup)
-    decay = [lr_at(s, s / 100, base, warmup, 0.1) for s in range(warmup, 101)]
-    assert decay == sorted(decay, reverse=True)  # then only falls
-    assert math.isclose(lr_at(100, 1.0, base, warmup, 0.1), base * 0.1)  # to min_lr_ratio * base
-    assert math.isclose(lr_at(50, 0.5, base, 0, 0.0), base / 2)  # the cosine's midpoint
-    assert math.isclose(lr_at(500, 3.0, base, warmup, 0.1), base * 0.1)  # progress past 1 is clamped
+    base, warmup = 1e-3, 0.1
+    warm = [lr_at(p / 100, base, warmup, 0.1) for p in range(11)]
+    assert warm == sorted(warm) and math.isclose(warm[-1], base)  # rises linearly to the peak ...
+    assert warm[0] == 0 and math.isclose(warm[5], base / 2)
+    decay = [lr_at(p / 100, base, warmup, 0.1) for p in range(10, 101)]
+    assert decay == sorted(decay, reverse=True)  # ... then only falls
+    assert math.isclose(lr_at(1.0, base, warmup, 0.1), base * 0.1)  # to min_lr_ratio * base
+    assert math.isclose(lr_at(0.55, base, warmup, 0.0), base / 2)  # the cosine's midpoint, halfway after warmup
+    assert math.isclose(lr_at(3.0, base, warmup, 0.1), base * 0.1)  # progress past 1 is clamped
+    assert math.isclose(lr_at(0.0, base, 0.0, 0.1), base)  # no warmup: the peak at once
+
+
+def test_progress_is_steps_or_clock_whichever_is_further():
+    assert progress(50, 0.0, 100, 0) == 0.5  # no time budget: steps only
+    assert progress(50, 90.0, 100, 100) == 0.9  # the clock is further along
+    assert progress(80, 10.0, 100, 100) == 0.8
+    assert progress(300, 500.0, 100, 100) == 1.0  # never past the end
+
+
+def test_the_schedule_has_the_same_shape_on_a_slow_and_a_fast_machine():
+    # A short budget on a slow machine takes few steps. Warmup measured in steps (100 of them) would
+    # cover a slow machine's whole run; measured as a fraction of the run, it is the same share anywhere.
+    import train
+    from config import Config
+
+    cfg = Config(time_budget=60.0, max_iters=10**6)
+    for steps_per_second in (1, 50):  # a slow machine and a fast one
+        total = 60 * steps_per_second
+        lrs = [train.learning_rate(cfg, s, s / steps_per_second) for s in range(total + 1)]
+        peak = max(range(len(lrs)), key=lrs.__getitem__)
+        assert math.isclose(lrs[peak], cfg.learning_rate, rel_tol=0.05)  # warmup ends, the peak is reached
+        assert abs(peak / total - cfg.warmup_fraction) <= 1.5 / steps_per_second / 60 + 0.01
+        assert math.isclose(lrs[-1], cfg.learning_rate * cfg.min_lr_ratio)
+
+
+def test_checkpoints_get_ordinary_permissions_and_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    import token_cache
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append("replace") or real_replace(a, b))
+    old_umask = os.umask(0o022)
+    try:
+        save_checkpoint({"step": 1}, tmp_path / "ckpt.pt")
+        assert events == ["fsync", "replace", "fsync"]  # the file before the rename, its folder after
+        (tmp_path / "text.txt").write_text("some text\n", encoding="utf-8")
+        token_cache.load_tokens(tmp_path / "text.txt")
+    finally:
+        os.umask(old_umask)
+    for path in tmp_path.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path.name  # not mkstemp's private 0600
+
+
+def test_a_checkpoint_whose_config_does_not_fit_its_weights_is_one_clear_line(tmp_path):
+    tok = CharTokenizer("abcdef")
+    model = GPTModel(tok.vocab_size, n_embd=16, num_heads=2, n_layer=1, block_size=8)
+    ckpt = make_checkpoint(model, tok, {"n_embd": 32, "num_heads": 2, "n_layer": 1, "block_size": 8})
+    save_checkpoint(ckpt, tmp_path / "edited.pt")
+    with pytest.raises(UserError) as error:
+        load_model(tmp_path / "edited.pt")
+    message = str(error.value)
+    assert "do not fit the model its config describes" in message and "[6, 16]" in message
+    assert "\n" not in message and "size mismatch" not in message
