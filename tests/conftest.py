@@ -1,3 +1,7 @@
+import os
+import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,3 +51,33 @@ def assert_clean_error(status, err, *phrases):
     assert err.rstrip().endswith(errors[0])
     for phrase in phrases:
         assert phrase in errors[0]
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args, cwd, nproc=2, timeout=300):
+    """Run `torchrun --nproc_per_node=nproc <args>` on this machine's loopback, as CPU processes.
+
+    Robust on a busy 2-core machine: a free port on 127.0.0.1 (no name lookups, no clash with another
+    run), gloo on the loopback interface, a generous but bounded time, and on timeout the whole process
+    group is killed, so no worker is left behind to slow down the rest of the suite.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if sys.platform.startswith("linux"):
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun did not finish within {timeout} s; killed it and its workers.\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)

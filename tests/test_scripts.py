@@ -20,7 +20,7 @@ from conftest import REPO, assert_clean_error, run
 
 TRAIN_FLAGS = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "32",
                "--batch_size", "16", "--max_iters", "150", "--eval_interval", "50", "--eval_iters", "5",
-               "--learning_rate", "3e-3", "--warmup_iters", "10", "--sample_tokens", "50", "--device", "cpu"]
+               "--learning_rate", "3e-3", "--warmup_fraction", "0.07", "--sample_tokens", "50", "--device", "cpu"]
 
 
 def test_train_then_generate(tmp_path, monkeypatch, capsys, tiny_text_file):

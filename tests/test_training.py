@@ -12,12 +12,14 @@ import pytest
 import torch
 
 import model as model_module
+import token_cache
 import train
+import train_runtime
 import utils
-from conftest import REPO, assert_clean_error, run
+from conftest import REPO, assert_clean_error, run, torchrun
 
 SMALL = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "16", "--batch_size", "8",
-         "--eval_interval", "10", "--eval_iters", "2", "--warmup_iters", "5", "--learning_rate", "3e-3",
+         "--eval_interval", "10", "--eval_iters", "2", "--warmup_fraction", "0.1", "--learning_rate", "3e-3",
          "--dropout", "0.1", "--sample_tokens", "0", "--device", "cpu"]
 
 
@@ -119,11 +121,8 @@ def test_max_iters_and_time_budget_whichever_comes_first(tmp_path, monkeypatch, 
 
 
 def test_two_process_ddp_on_cpu(tmp_path, tiny_text_file):
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(REPO / "train.py"), "--data", str(tiny_text_file), "--max_iters", "12", "--out_dir", "out", *SMALL],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
-    )
+    result = torchrun([REPO / "train.py", "--data", tiny_text_file, "--max_iters", "12", "--time_budget", "0",
+                       "--out_dir", "out", *SMALL], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cpu x 2 processes" in result.stdout
     assert "all 2 processes hold identical weights" in result.stdout
@@ -133,13 +132,152 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny_text_file):
     assert (tmp_path / "out" / "ckpt.pt").exists()
 
 
+def test_two_process_ddp_with_a_time_budget_ends_in_sync(tmp_path, tiny_text_file):
+    # The clock drives the learning rate and the end: each process reading its own clock ended with
+    # different weights. Rank 0's clock must decide for everyone.
+    result = torchrun([REPO / "train.py", "--data", tiny_text_file, "--time_budget", "4", "--max_iters", "1000000",
+                       "--warmup_fraction", "0.3", "--out_dir", "out", *SMALL], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "all 2 processes hold identical weights" in result.stdout
+    log = read_log(tmp_path / "out" / "log.csv")
+    assert 0 < log[-1]["step"] < 1000000 and log[-1]["seconds"] >= 4  # the clock ended it
+    assert (tmp_path / "out" / "loss.png").exists()
+
+
+def test_torchrun_checks_device_like_one_process(monkeypatch):
+    # --device cuda:1 under torchrun used to fall back to CPU processes without a word.
+    backends = []
+    monkeypatch.setattr(train_runtime.dist, "init_process_group", lambda backend: backends.append(backend))
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    if not torch.cuda.is_available():
+        for flag in ("cuda", "cuda:1"):
+            with pytest.raises(utils.UserError, match="no CUDA GPU"):
+                train_runtime.setup_distributed(flag)
+    with pytest.raises(utils.UserError, match="unknown device"):
+        train_runtime.setup_distributed("tpu")
+    assert backends == []  # refused before joining any process group
+    assert train_runtime.setup_distributed("cpu") == (0, 2, "cpu") and backends == ["gloo"]
+
+
+def test_fused_adamw_falls_back_when_this_torch_lacks_it(monkeypatch):
+    # Fused AdamW on CPU arrived in torch 2.4; older versions raise RuntimeError when asked for it.
+    from config import Config
+    from model import GPTModel
+
+    real_adamw = torch.optim.AdamW
+
+    def old_adamw(params, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                               "devices: ['cuda', 'xpu', 'privateuseone']")
+        return real_adamw(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", old_adamw)
+    model = GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4)
+    optimizer = train.make_optimizer(model, Config(), "cpu")
+    assert isinstance(optimizer, real_adamw) and not optimizer.defaults["fused"]
+
+
+def test_resume_refuses_flags_it_cannot_honour(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "other.txt"
+    other.write_text(utils.read_text(tiny_text_file)[::-1], encoding="utf-8")
+    assert run(train, "--data", tiny_text_file, "--max_iters", "10", *SMALL) == 0
+    before = (tmp_path / "out" / "last.pt").read_bytes()
+    capsys.readouterr()
+    for flags, phrase in ((["--data", other], "--data"), (["--seed", "7"], "--seed 7"),
+                          (["--preset", "tiny"], "--preset tiny"), (["--n_embd", "64"], "--n_embd 64")):
+        status = run(train, "--resume", "--max_iters", "20", *flags)
+        assert_clean_error(status, capsys.readouterr().err, "--resume continues out/last.pt", phrase,
+                           "another --out_dir")
+    assert (tmp_path / "out" / "last.pt").read_bytes() == before  # nothing was overwritten
+    # The same values as saved are fine, and so are hyperparameters that don't change the model.
+    assert run(train, "--resume", "--data", tiny_text_file, "--seed", "1337", "--n_embd", "32",
+               "--max_iters", "20", "--learning_rate", "1e-3") == 0
+    assert read_log(tmp_path / "out" / "log.csv")[-1]["step"] == 20
+
+
+def test_max_iters_0_does_not_claim_a_checkpoint_it_did_not_write(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    assert run(train, "--data", tiny_text_file, "--max_iters", "0", *SMALL) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "out" / "ckpt.pt").exists()
+    assert "Saved out/ckpt.pt" not in out and "no out/ckpt.pt" in out
+    assert (tmp_path / "out" / "last.pt").exists() and "out/last.pt" in out
+
+
+def test_out_dir_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("my notes", encoding="utf-8")
+    status = run(train, "--data", tiny_text_file, "--max_iters", "5", "--out_dir", "taken", *SMALL)
+    assert_clean_error(status, capsys.readouterr().err, "--out_dir taken is a file")
+    assert (tmp_path / "taken").read_text(encoding="utf-8") == "my notes"
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="root can write to any folder")
+def test_out_dir_must_be_writable_before_training(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "locked").mkdir(mode=0o500)
+    status = run(train, "--data", tiny_text_file, "--max_iters", "5", "--out_dir", "locked/out", *SMALL)
+    assert_clean_error(status, capsys.readouterr().err, "can't write to --out_dir")
+
+
+def test_out_dir_writability_is_checked_before_training(tmp_path, monkeypatch, capsys, tiny_text_file):
+    # Root may write anywhere, so make the folder unwritable by making the first write in it fail.
+    monkeypatch.chdir(tmp_path)
+    real_open, steps = open, []
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path).startswith("out"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    monkeypatch.setattr(train, "train_step", lambda *args: steps.append(1))
+    status = run(train, "--data", tiny_text_file, "--max_iters", "5", *SMALL)
+    monkeypatch.undo()
+    assert_clean_error(status, capsys.readouterr().err, "can't write to --out_dir out", "Permission denied")
+    assert steps == []  # refused before a single step
+
+
+LOCK_HOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from train_runtime import OutDirLock
+with OutDirLock({out!r}):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uses SIGKILL")
+def test_a_second_run_into_the_same_out_dir_is_refused_until_the_first_ends(tmp_path, monkeypatch, capsys,
+                                                                           tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER.format(repo=str(REPO), out=str(tmp_path / "out"))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        status = run(train, "--data", tiny_text_file, "--max_iters", "5", *SMALL)
+        assert_clean_error(status, capsys.readouterr().err, f"another training run (process {holder.pid})",
+                           "another --out_dir")
+        assert not (tmp_path / "out" / "last.pt").exists()
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs, the lock file stays behind
+        holder.wait()
+    assert (tmp_path / "out" / ".lock").exists()
+    assert run(train, "--data", tiny_text_file, "--max_iters", "5", *SMALL) == 0  # the stale lock doesn't block
+    assert (tmp_path / "out" / "last.pt").exists()
+
+
 # ---------------------------------------------------------------- token cache
 
 def test_token_cache_is_written_once_and_read_back(tmp_path, monkeypatch):
     text = "床前明月光，疑是地上霜。\nto be or not to be\n" * 50
     path = tmp_path / "poems.txt"
     path.write_text(text, encoding="utf-8")
-    first = utils.load_tokens(path)
+    first = token_cache.load_tokens(path)
     tok = utils.CharTokenizer(text)
     assert first.stoi == tok.stoi
     assert first.tokens.dtype == np.uint16 and first.tokens.tolist() == tok.encode(text)
@@ -149,12 +287,12 @@ def test_token_cache_is_written_once_and_read_back(tmp_path, monkeypatch):
         raise AssertionError("the cached tokens should have been read back, not re-encoded")
 
     monkeypatch.setattr(utils.CharTokenizer, "encode_array", no_encoding)
-    again = utils.load_tokens(path)
+    again = token_cache.load_tokens(path)
     assert isinstance(again.tokens, np.memmap) and again.tokens.tolist() == first.tokens.tolist()
     monkeypatch.undo()
 
     path.write_text(text + "new words", encoding="utf-8")  # new content, new hash, new cache
-    changed = utils.load_tokens(path)
+    changed = token_cache.load_tokens(path)
     assert len(changed.tokens) == len(text) + len("new words")
     assert len(list(tmp_path.glob("poems.txt.*.tokens.npy"))) == 1  # the stale cache is gone
 
@@ -164,7 +302,7 @@ def test_token_cache_uses_uint32_for_big_vocabularies_and_chunks_big_files(tmp_p
     text = "".join(chr(0x10000 + i) for i in range(70_000))  # 70,000 distinct characters > 65,536
     path = tmp_path / "wide.txt"
     path.write_text(text, encoding="utf-8")
-    data = utils.load_tokens(path)
+    data = token_cache.load_tokens(path)
     assert data.tokens.dtype == np.uint32
     assert utils.CharTokenizer.from_stoi(data.stoi).decode(data.tokens.tolist()) == text
 
@@ -176,21 +314,21 @@ def test_token_cache_falls_back_to_memory_in_a_read_only_folder(tmp_path, monkey
     def read_only(*args, **kwargs):
         raise PermissionError("read-only")
 
-    monkeypatch.setattr(utils.tempfile, "mkstemp", read_only)
-    data = utils.load_tokens(path)
+    monkeypatch.setattr(token_cache.tempfile, "mkstemp", read_only)
+    data = token_cache.load_tokens(path)
     assert utils.CharTokenizer.from_stoi(data.stoi).decode(data.tokens.tolist()) == "hello there\n"
     assert list(tmp_path.iterdir()) == [path]
 
 
 def test_load_tokens_errors(tmp_path):
     with pytest.raises(utils.UserError, match="no such text file"):
-        utils.load_tokens(tmp_path / "missing.txt")
+        token_cache.load_tokens(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(utils.UserError, match="empty"):
-        utils.load_tokens(tmp_path / "empty.txt")
+        token_cache.load_tokens(tmp_path / "empty.txt")
     (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe bad")
     with pytest.raises(utils.UserError, match="not UTF-8"):
-        utils.load_tokens(tmp_path / "bad.txt")
+        token_cache.load_tokens(tmp_path / "bad.txt")
 
 
 def test_gradient_accumulation_equals_one_big_batch():
@@ -219,11 +357,11 @@ def test_cleaning_stale_caches_never_removes_the_current_one(tmp_path):
     # must not delete the cache the other has just written for the same text.
     path = tmp_path / "t.txt"
     path.write_text("some text\n", encoding="utf-8")
-    data = utils.load_tokens(path)
+    data = token_cache.load_tokens(path)
     current = sorted(p.name for p in tmp_path.glob("t.txt.*.tokens.*"))
     (tmp_path / "t.txt.0123456789abcdef.tokens.npy").write_bytes(b"stale")
     (tmp_path / "t.txt.0123456789abcdef.tokens.json").write_text("{}")
     stem = current[0].rsplit(".", 1)[0]  # t.txt.<hash>.tokens
-    utils.remove_stale_caches(path, stem)
+    token_cache.remove_stale_caches(path, stem)
     assert sorted(p.name for p in tmp_path.glob("t.txt.*.tokens.*")) == current
-    assert utils.load_tokens(path).tokens.tolist() == data.tokens.tolist()
+    assert token_cache.load_tokens(path).tokens.tolist() == data.tokens.tolist()

@@ -1,0 +1,144 @@
+"""What a training run needs besides learning: several processes, Ctrl-C, and its output folder.
+
+train.py uses these so that its own loop can read like day 4's:
+  setup_distributed          join torchrun's processes (DDP), on the device --device names
+  agree_on_clock_and_ctrl_c  rank 0's clock and Ctrl-C decide for every process
+  check_in_sync              the processes really ended with the same weights
+  StopRequest                the first Ctrl-C stops between two steps, so saved state is whole
+  OutDirLock                 one run at a time writes to an output folder
+"""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from utils import UserError, get_device
+
+
+def setup_distributed(device_flag):
+    """Under torchrun (RANK is set), join the process group; returns (rank, world_size, device).
+
+    --device is checked as in one process: asking for a device that isn't there is a clear error.
+    With CUDA (cuda or cuda:N), each process drives the GPU torchrun gives it, cuda:LOCAL_RANK.
+    """
+    if "RANK" not in os.environ:
+        return 0, 1, get_device(device_flag)
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = get_device(device_flag)
+    if device == "mps":
+        if device_flag != "auto":
+            raise UserError("torchrun can't share Apple's MPS between processes; use --device cpu")
+        device = "cpu"
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")  # gloo: CPU processes
+    return rank, world_size, device
+
+
+class OutDirLock:
+    """Only one training run writes to an out_dir at a time: a second one is refused, clearly.
+
+    The lock is the operating system's (flock, or msvcrt on Windows) on out_dir/.lock, so it goes
+    away with its process however that ends: a killed run never leaves a lock that blocks the next.
+    Creating out_dir here also checks, before any training, that it is a folder we can write to.
+    """
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+        self.file = None
+
+    def __enter__(self):
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise UserError(f"--out_dir {self.out_dir} is a file, not a folder; give a folder name (it is created "
+                            "if missing)")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.out_dir / ".lock", "a+")
+        except OSError as e:
+            raise UserError(f"can't write to --out_dir {self.out_dir} ({e.strerror}); choose a folder you can "
+                            "write to") from None
+        try:
+            lock_file(self.file)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip()
+            self.file.close()
+            raise UserError(f"another training run{f' (process {holder})' if holder else ''} is writing to "
+                            f"{self.out_dir}; wait for it to finish, or use another --out_dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()  # closing the file releases the lock
+
+
+def lock_file(file):
+    """Take an exclusive lock on an open file without waiting; OSError if another process holds it."""
+    file.seek(0)  # msvcrt locks bytes from the current position
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def agree_on_clock_and_ctrl_c(start, ctrl_c, world_size, device):
+    """(seconds trained, Ctrl-C pressed), as rank 0 sees them, the same on every process.
+
+    Each process has its own clock and may see Ctrl-C at a different moment. The time budget and the
+    learning rate follow the clock, so if each process read its own, they would stop at different
+    steps or update with slightly different learning rates and end with different weights.
+    """
+    seconds, stop = time.perf_counter() - start, ctrl_c.requested
+    if world_size > 1:
+        shared = torch.tensor([seconds, float(stop)], dtype=torch.float64, device=device)
+        dist.broadcast(shared, src=0)
+        seconds, stop = shared[0].item(), bool(shared[1].item())
+    return seconds, stop
+
+
+def check_in_sync(model, world_size, master):
+    """DDP keeps every process's weights identical; check it at the end instead of trusting it."""
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    everyone = [torch.zeros_like(flat) for _ in range(world_size)]
+    dist.all_gather(everyone, flat)
+    if not all(torch.equal(everyone[0], other) for other in everyone[1:]):
+        raise RuntimeError("DDP processes ended with different weights; this is a bug, please report it")
+    if master:
+        print(f"all {world_size} processes hold identical weights")
+
+
+class StopRequest:
+    """The first Ctrl-C asks the loop to stop at the end of the current step, so the state saved to
+    last.pt is always whole; a second Ctrl-C stops at once, as usual."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: keep Python's usual Ctrl-C
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
