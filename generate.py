@@ -46,18 +46,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def sample_text(model, tokenizer, context, args, write):
+def sample_text(model, tokenizer, context, write, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                stop=None, stream=False, use_cache=True):
     """Generate one sample after context (1, T); write(text) receives it piece by piece.
 
-    With --stop, text is held back until it cannot be the start of the stop string any more, so the
-    stop string itself is never printed. Returns the number of new tokens generated.
+    With a stop string, text is held back until it cannot be the start of the stop string any more,
+    so the stop string itself is never written. stream=False writes everything at the end.
+    Returns the number of new tokens generated.
     """
-    stop = unescape(args.stop) if args.stop else None
     hold = len(stop) - 1 if stop else 0
     text, shown, count = "", 0, 0
-    stream = model.generate_stream(context, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                                   use_cache=not args.no_cache)
-    for token in stream:
+    tokens = model.generate_stream(context, max_new_tokens, temperature, top_k, top_p, use_cache=use_cache)
+    for token in tokens:
         count += 1
         text += tokenizer.decode(token[0].tolist())
         # A new character can only complete the stop string at the very end: search just there.
@@ -65,10 +65,10 @@ def sample_text(model, tokenizer, context, args, write):
         if cut >= 0:
             text = text[:cut]
             break
-        if args.stream and len(text) - hold > shown:
+        if stream and len(text) - hold > shown:
             write(text[shown : len(text) - hold])
             shown = len(text) - hold
-    stream.close()
+    tokens.close()
     write(text[shown:])
     return count
 
@@ -111,7 +111,9 @@ def main(argv=None):
             print(f"---------- sample {i + 1} ----------")
         write(prompt)
         start = time.perf_counter()
-        count = sample_text(model, tokenizer, context, args, write)
+        count = sample_text(model, tokenizer, context, write, args.max_new_tokens, args.temperature, args.top_k,
+                            args.top_p, stop=args.stop and unescape(args.stop), stream=args.stream,
+                            use_cache=not args.no_cache)
         seconds = time.perf_counter() - start
         print()
         if args.stream:  # a speed line for the curious, on stderr so piped output stays clean
