@@ -1,0 +1,95 @@
+"""Advanced project 2, step 4: ask the Q&A model questions in the terminal.
+
+    python3 chat.py                                  # type questions; Ctrl-D or Ctrl-C to leave
+    python3 chat.py "37+58等于多少？"                 # one question, one answer
+    python3 chat.py --checkpoint out-qa/ckpt.pt --temperature 0.5
+
+The question is wrapped as the model saw questions in training (问：…\\n答：), and the answer is
+generated until the blank line that ends every answer.
+"""
+
+import argparse
+import sys
+
+import torch
+
+from config import HelpFormatter
+from generate import sample_text
+from model import check_sampling_args
+from prepare_qa_data import END, prompt
+from utils import UserError, get_device, load_model, run_main, set_seed
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Ask a Q&A checkpoint questions.", formatter_class=HelpFormatter)
+    parser.add_argument("question", nargs="?", default=None, help="answer this one question and exit")
+    parser.add_argument("--checkpoint", default="out-qa/ckpt.pt", help="a checkpoint trained on data/qa.txt")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = always the most likely answer")
+    parser.add_argument("--max_new_tokens", type=int, default=60, help="longest answer, in characters")
+    parser.add_argument("--seed", type=int, default=1337, help="random seed, for temperature > 0")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    return parser.parse_args(argv)
+
+
+def problem_with(question, tokenizer):
+    """Why the model can't be asked this question, or None if it can."""
+    if not question.strip():
+        return "the question is empty; ask something, e.g. 37+58等于多少？"
+    unknown = sorted(set(prompt(question.strip())) - set(tokenizer.stoi))
+    if unknown:
+        return (f"the model has never seen {', '.join(map(repr, unknown))}, so it can't read this question; "
+                "ask it without them")
+    return None
+
+
+def answer(model, tokenizer, question, args, write):
+    """Stream the answer to one (checked) question through write()."""
+    context = torch.tensor([tokenizer.encode(prompt(question.strip()))], device=next(model.parameters()).device)
+    write("答：")
+    sample_text(model, tokenizer, context, write, args.max_new_tokens, args.temperature, stop=END, stream=True)
+    write("\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        check_sampling_args(args.temperature)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
+    model, tokenizer = load_model(args.checkpoint, get_device(args.device))
+    if "答" not in tokenizer.stoi:
+        raise UserError(f"{args.checkpoint} was not trained on Q&A text; train one with "
+                        "python3 prepare_qa_data.py && python3 train.py --data data/qa.txt --out_dir out-qa")
+    set_seed(args.seed)
+
+    def write(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    if args.question is not None:
+        problem = problem_with(args.question, tokenizer)
+        if problem:
+            raise UserError(problem)
+        answer(model, tokenizer, args.question, args, write)
+        return
+    print("问一个问题（例如 37+58等于多少？ 或 「床前明月光」的下一句是什么？）；Ctrl-D 或 Ctrl-C 退出。")
+    while True:
+        try:
+            question = input("问：")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        problem = problem_with(question, tokenizer)
+        if problem:
+            print(f"({problem})")
+            continue
+        try:
+            answer(model, tokenizer, question, args, write)
+        except KeyboardInterrupt:  # Ctrl-C while answering: stop this answer, keep chatting
+            print()
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,133 @@
+"""Advanced project 2, step 3: how often does the Q&A model answer held-out questions exactly right?
+
+    python3 eval_qa.py                                   # out-qa/ckpt.pt on data/qa_heldout.tsv
+    python3 eval_qa.py --checkpoint out-qa/ckpt.pt --out docs/qa.md
+
+Answers are generated greedily (temperature 0) until the blank line that ends an answer, then compared
+with the expected answer exactly. Next to each score is a baseline that needs no model: for authors,
+always naming the poet who wrote the most poems asked about in training.
+"""
+
+import argparse
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from config import HelpFormatter
+from prepare_qa_data import END, prompt
+from utils import REPO_DIR, UserError, get_device, load_model, read_text, run_main
+
+KINDS = {  # kind -> what it is, in the table
+    "add2": "2-digit addition (e.g. 37+58)",
+    "add3": "3-digit addition",
+    "sub2": "2-digit subtraction",
+    "sub3": "3-digit subtraction",
+    "poem_next": "the next line of a poem",
+    "poem_author": "the author of a poem",
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Exact-match accuracy of a Q&A checkpoint on held-out questions.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--checkpoint", default="out-qa/ckpt.pt", help="a checkpoint trained on data/qa.txt")
+    parser.add_argument("--heldout", default=str(REPO_DIR / "data" / "qa_heldout.tsv"),
+                        help="held-out questions from prepare_qa_data.py")
+    parser.add_argument("--train_text", default=str(REPO_DIR / "data" / "qa.txt"),
+                        help="the training text, for the baseline")
+    parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
+    parser.add_argument("--batch_size", type=int, default=256, help="questions answered at once")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    return parser.parse_args(argv)
+
+
+def read_heldout(path):
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise UserError(f"{path}, line {number}: expected kind, question and answer separated by tabs")
+        rows.append(tuple(parts))
+    return rows
+
+
+@torch.no_grad()
+def answer_all(model, tokenizer, questions, batch_size, max_new_tokens, device, progress=None):
+    """Greedy answers to questions, batched: questions whose prompts have the same length go together."""
+    answers = {}
+    by_length = defaultdict(list)
+    for q in questions:
+        by_length[len(prompt(q))].append(q)
+    for group in by_length.values():
+        for i in range(0, len(group), batch_size):
+            batch = group[i : i + batch_size]
+            idx = torch.tensor([tokenizer.encode(prompt(q)) for q in batch], device=device)
+            texts = [""] * len(batch)
+            for token in model.generate_stream(idx, max_new_tokens, temperature=0):
+                for row, t in enumerate(token[:, 0].tolist()):
+                    texts[row] += tokenizer.itos[t]
+                if all(END in text for text in texts):
+                    break
+            for q, text in zip(batch, texts):
+                answers[q] = text.split(END)[0].strip()
+            if progress is not None:
+                progress.update(len(batch))
+    return answers
+
+
+def most_frequent_author(train_text):
+    authors = re.findall(r"问：《.*?》的作者是谁？\n答：(.*?)\n", train_text)
+    return Counter(authors).most_common(1)[0][0] if authors else None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    device = get_device(args.device)
+    rows = read_heldout(args.heldout)
+    model, tokenizer = load_model(args.checkpoint, device)
+    unknown = sorted({ch for _, q, _ in rows for ch in prompt(q)} - set(tokenizer.stoi))
+    if unknown:
+        raise UserError(f"{args.checkpoint} does not know {', '.join(map(repr, unknown[:10]))}: it was not trained on "
+                        f"the text {args.heldout} was made with. Train it with --data data/qa.txt")
+    longest = max(len(a) for _, _, a in rows)
+    with tqdm(total=len(rows), desc="answering", unit="q") as bar:
+        answers = answer_all(model, tokenizer, [q for _, q, _ in rows], args.batch_size, longest + len(END) + 2,
+                             device, bar)
+
+    top_author = most_frequent_author(read_text(args.train_text)) if Path(args.train_text).is_file() else None
+    table = ["| questions | held out | exact match | baseline |", "| --- | ---: | ---: | ---: |"]
+    scores = {}
+    for kind, label in KINDS.items():
+        items = [(q, a) for k, q, a in rows if k == kind]
+        if not items:
+            continue
+        right = sum(answers[q] == a for q, a in items)
+        scores[kind] = right / len(items)
+        if kind == "poem_author" and top_author:
+            base = f"{sum(a == top_author for _, a in items) / len(items):.1%} (always {top_author})"
+        elif kind.startswith(("add", "sub")):
+            base = "0% (a memorised table: no held-out pair was seen)"
+        else:
+            base = f"{sum(a == Counter(a for _, a in items).most_common(1)[0][0] for _, a in items) / len(items):.1%} (the most common answer)"
+        table.append(f"| {label} | {len(items)} | **{scores[kind]:.1%}** | {base} |")
+    print("\n".join(table))
+    examples = [(k, q, a, answers[q]) for k, q, a in rows[:: max(1, len(rows) // 8)]]
+    print("\nexamples:")
+    for k, q, a, got in examples:
+        print(f"  {q} -> {got!r} ({'right' if got == a else 'expected ' + repr(a)})")
+    if args.out:
+        lines = ["| question | expected | model's answer |", "| --- | --- | --- |"]
+        lines += [f"| {q} | {a} | {got}{' ✓' if got == a else ' ✗'} |" for _, q, a, got in examples]
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(table) + "\n\nSome held-out questions and the answers given:\n\n"
+                                  + "\n".join(lines) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    run_main(main)
