@@ -281,22 +281,28 @@ class GPTModel(nn.Module):
         finally:
             self.train(was_training)
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True, generator=None):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens).
 
         temperature: > 0 divides the logits (lower = safer, higher = wilder); 0 means greedy (argmax).
         top_k: sample only among the k most likely tokens (clamped to the vocabulary size).
         top_p: sample only among the most likely tokens whose probabilities add up to top_p (nucleus).
+        generator: the torch.Generator to sample with (default: torch's global one).
         use_cache: reuse earlier tokens' keys and values (KVCache): the same tokens, faster (README
             measures it).
         Runs in eval mode (no dropout) and restores the previous mode afterwards.
         """
-        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache))
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator))
         return torch.cat([idx, *new], dim=1)
 
     @torch.no_grad()  # on a generator, PyTorch switches gradients off only while it runs
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
-        """Like generate, but yields each new token (B, 1) as soon as it is sampled."""
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
+                        generator=None, with_logits=False):
+        """Like generate, but yields each new token (B, 1) as soon as it is sampled.
+
+        with_logits=True yields (token (B, 1), the logits it was sampled from (B, V)) instead, for
+        tools that show the model's choices (the playground).
+        """
         check_sampling_args(temperature, top_k, top_p)
         was_training = self.training
         self.eval()
@@ -313,9 +319,9 @@ class GPTModel(nn.Module):
                     logits, _ = self(idx[:, start:], kv_cache=cache)  # prefill: the window in one pass
                 else:
                     logits, _ = self(idx[:, -1:], kv_cache=cache)  # just the newest token
-                next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
+                next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
                 idx = torch.cat((idx, next_id), dim=1)
-                yield next_id
+                yield (next_id, logits[:, -1, :]) if with_logits else next_id
         finally:
             self.train(was_training)
 
@@ -349,10 +355,13 @@ def check_sampling_args(temperature, top_k=None, top_p=None):
         raise ValueError(f"top_p must be in (0, 1] (or None to disable), got {top_p}")
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
-    """Pick the next token id from last-position logits (B, V) -> (B, 1)."""
+def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
+    """The distribution the next token is drawn from, (B, V), given last-position logits (B, V).
+
+    temperature 0 puts all the probability on the most likely token (greedy).
+    """
     if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)  # greedy: always the most likely token
+        return F.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(logits.dtype)
     logits = logits / temperature
     if top_k is not None:
         # Clamp: asking for more candidates than the vocabulary has just means "all of them".
@@ -366,4 +375,16 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None):
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability mass ranked above each token
         sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, num_samples=1)  # (B, 1); multinomial renormalises
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick the next token id from last-position logits (B, V) -> (B, 1).
+
+    generator: a torch.Generator to draw from (e.g. one per request in a server); default: the global one.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # greedy: always the most likely token
+    probs = sampling_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
