@@ -1,0 +1,545 @@
+"""Playground: watch your own model think in the browser, and serve it over the OpenAI API.
+
+    python3 -m pip install -r requirements-web.txt
+    python3 playground.py                                   # out/ckpt.pt at http://127.0.0.1:8000
+    python3 playground.py --checkpoint out-chinese/ckpt.pt --port 8001
+    python3 playground.py --checkpoint out-qa/ckpt.pt       # a Q&A model: the Chat tab and /v1/chat/completions
+
+The page (static/, plain HTML/CSS/JS, nothing from the internet) shows the text as it is generated,
+the top-10 next-character probabilities behind every character, the attention of any layer and
+head, and a model card. The same server answers POST /v1/completions, POST /v1/chat/completions
+(Q&A models) and GET /v1/models in OpenAI's JSON shapes, so the official `openai` client works:
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+    client.completions.create(model="mini-gpt", prompt="ROMEO:", max_tokens=100)
+
+It binds 127.0.0.1 unless --host says otherwise; the API has no authentication unless --api_key is given.
+Everything here is a thin layer over the functions the scripts use: load_model, generate_stream,
+sampling_probs and attention_maps.
+"""
+
+import argparse
+import json
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Union
+
+import torch
+
+from config import HelpFormatter
+from model import check_sampling_args, sampling_probs
+from prepare_qa_data import END, prompt as qa_prompt
+from utils import REPO_DIR, UserError, get_device, load_checkpoint, load_model, run_main
+
+try:
+    import uvicorn
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+    from fastapi.staticfiles import StaticFiles
+    from pydantic import BaseModel, Field
+except ImportError:  # the page's extra dependencies; the core tutorial doesn't need them
+    print("error: the playground needs FastAPI and uvicorn: python3 -m pip install -r requirements-web.txt",
+          file=sys.stderr)
+    raise SystemExit(2)
+
+STATIC = REPO_DIR / "static"
+MAX_TOKENS = 2000  # per request
+MAX_PROMPT_CHARS = 4000
+MAX_N = 8  # completions per request
+TOP = 10  # next-character probabilities shown per step
+
+
+# ----------------------------------------------------------------------------------------------
+# The loaded model
+
+
+def output_folders(root):
+    """Where the checkpoint picker looks: the output folders (out/, out-*/) in root, nothing else."""
+    return sorted(p for p in Path(root).glob("out*") if p.is_dir() and not p.is_symlink())
+
+
+def list_checkpoints(root):
+    """Every ckpt.pt under the output folders, as paths relative to root."""
+    found = []
+    for folder in output_folders(root):
+        found += [p for p in folder.rglob("ckpt.pt") if p.is_file()]
+    return sorted(p.relative_to(root).as_posix() for p in found)
+
+
+def resolve_checkpoint(name, root):
+    """The file the picker may load for name, or ValueError: a listed ckpt.pt, given relative to root."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or "\\" in name:
+        raise ValueError("give a checkpoint path relative to the repo, as listed by /api/checkpoints")
+    path = (Path(root) / name).resolve()
+    allowed = [folder.resolve() for folder in output_folders(root)]
+    if path.name != "ckpt.pt" or not any(path.is_relative_to(folder) for folder in allowed):
+        raise ValueError("only ckpt.pt files under the repo's output folders (out/, out-*/) can be loaded")
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {name}")
+    return path
+
+
+@dataclass
+class Loaded:
+    """One model in memory, with what the page and the API say about it."""
+    model: torch.nn.Module
+    tokenizer: object
+    path: str
+    card: dict
+    is_qa: bool
+
+    @property
+    def model_id(self):
+        return "mini-gpt-" + Path(self.path).parent.name
+
+
+def load(path, device, qa=None):
+    model, tokenizer = load_model(path, device)
+    ckpt = load_checkpoint(path, "cpu")
+    history = [list(row) for row in ckpt.get("history", [])]
+    is_qa = qa if qa is not None else ("答" in tokenizer.stoi and "问" in tokenizer.stoi
+                                       and "qa" in str(ckpt.get("data", "")).lower())
+    card = {
+        "checkpoint": str(path), "vocab_size": tokenizer.vocab_size, "parameters": model.num_params(),
+        "config": ckpt.get("config", {}), "data": ckpt.get("data"), "steps": ckpt.get("step"),
+        "best_val_loss": ckpt.get("best_val_loss"), "history": history, "block_size": model.block_size,
+        "layers": len(model.blocks), "heads": model.blocks[0].attn.num_heads, "qa": is_qa,
+    }
+    return Loaded(model, tokenizer, str(path), card, is_qa)
+
+
+class Server:
+    """The state behind the app: the loaded model and a lock that lets one token be computed at a time.
+
+    Requests interleave token by token instead of waiting for each other's whole answer, and since the
+    lock is taken per token, a client that goes away never leaves it held.
+    """
+
+    def __init__(self, loaded, device, api_key=None, root=REPO_DIR):
+        self.loaded, self.device, self.api_key, self.root = loaded, device, api_key, Path(root)
+        self.step_lock = threading.Lock()
+        self.load_lock = threading.Lock()
+        self.tokens_generated = 0  # for tests and curiosity: a stream that stops must stop this
+
+    def stream(self, loaded, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache=True):
+        """Yield (character, token id, logits (V,)) one step at a time, for one prompt."""
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(seed if seed is not None else secrets.randbits(32))
+        idx = torch.tensor([ids], device=self.device)
+        steps = loaded.model.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache=use_cache,
+                                             generator=generator, with_logits=True)
+        try:
+            while True:
+                with self.step_lock:
+                    try:
+                        token, logits = next(steps)
+                    except StopIteration:
+                        return
+                self.tokens_generated += 1
+                token_id = token[0, 0].item()
+                yield loaded.tokenizer.itos[token_id], token_id, logits[0]
+        finally:
+            steps.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Request shapes (OpenAI's, where they exist)
+
+
+class CompletionRequest(BaseModel):
+    model: Optional[str] = None
+    prompt: Union[str, List[str]] = "\n"
+    max_tokens: int = Field(16, ge=0, le=MAX_TOKENS)
+    temperature: float = Field(1.0, ge=0.0, le=100.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: Optional[int] = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: Union[str, List[str], None] = None
+    seed: Optional[int] = None
+    stream: bool = False
+    logprobs: Optional[int] = Field(None, ge=0, le=TOP)
+    echo: bool = False
+
+
+class Message(BaseModel):
+    role: str
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model: Optional[str] = None
+    messages: List[Message]
+    max_tokens: int = Field(60, ge=0, le=MAX_TOKENS)
+    temperature: float = Field(0.0, ge=0.0, le=100.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=MAX_N)
+    seed: Optional[int] = None
+    stream: bool = False
+
+
+class GenerateRequest(BaseModel):  # the page's own request: also top_k, and the KV-cache switch
+    prompt: str = "\n"
+    max_tokens: int = Field(200, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(0.8, ge=0.0, le=100.0)
+    top_k: Optional[int] = Field(None, ge=1)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: Optional[int] = None
+    use_cache: bool = True
+
+
+class TextRequest(BaseModel):
+    text: str
+
+
+class LoadRequest(BaseModel):
+    path: str
+
+
+# ----------------------------------------------------------------------------------------------
+# The app
+
+
+def bad_request(message, param=None):
+    return HTTPException(400, {"message": message, "type": "invalid_request_error", "param": param, "code": None})
+
+
+def encode_prompt(loaded, text, param="prompt"):
+    if len(text) > MAX_PROMPT_CHARS:
+        raise bad_request(f"the prompt has {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} are allowed", param)
+    if not text:
+        raise bad_request("the prompt is empty; give at least one character", param)
+    unknown = sorted(set(text) - set(loaded.tokenizer.stoi))
+    if unknown:
+        raise bad_request(f"the model has never seen these characters: {' '.join(map(repr, unknown[:20]))}"
+                          f"{' ...' if len(unknown) > 20 else ''}", param)
+    return loaded.tokenizer.encode(text)
+
+
+def check_sampling(temperature, top_k=None, top_p=None):
+    try:
+        check_sampling_args(temperature, top_k, None if top_p == 1.0 else top_p)
+    except ValueError as e:
+        raise bad_request(str(e)) from None
+
+
+def top_choices(probs, tokenizer, k=TOP):
+    values, ids = probs.topk(min(k, probs.numel()))
+    return [[tokenizer.itos[i], round(v, 5)] for v, i in zip(values.tolist(), ids.tolist()) if v > 0]
+
+
+def sse(payload):
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def find_stop(text, stops, searched_from):
+    """The earliest index where any stop string starts in text (looking from searched_from), or -1."""
+    hits = [text.find(s, max(0, searched_from - len(s) + 1)) for s in stops]
+    hits = [h for h in hits if h >= 0]
+    return min(hits) if hits else -1
+
+
+def create_app(server):
+    app = FastAPI(title="Mini-GPT playground", docs_url=None, redoc_url=None)
+    app.state.server = server
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc):  # malformed JSON or a field out of range: OpenAI's error shape, no traceback
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": where,
+                                       "code": None}}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail), "type": "error"}
+        return JSONResponse({"error": detail}, status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next):
+        if server.api_key and request.url.path.startswith(("/v1/", "/api/")):
+            if request.headers.get("authorization", "") != f"Bearer {server.api_key}":
+                return JSONResponse({"error": {"message": "a valid API key is required: Authorization: Bearer <key>",
+                                               "type": "authentication_error", "code": "invalid_api_key"}},
+                                    status_code=401)
+        return await call_next(request)
+
+    # ---- the page
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/info")
+    def info():
+        loaded = server.loaded
+        return {**loaded.card, "model_id": loaded.model_id, "checkpoints": list_checkpoints(server.root),
+                "max_tokens": MAX_TOKENS}
+
+    @app.get("/api/checkpoints")
+    def checkpoints():
+        return {"checkpoints": list_checkpoints(server.root)}
+
+    @app.post("/api/load")
+    def load_checkpoint_route(body: LoadRequest):
+        try:
+            path = resolve_checkpoint(body.path, server.root)
+            with server.load_lock:
+                server.loaded = load(path, server.device)
+                server.loaded.card["checkpoint"] = body.path
+        except ValueError as e:
+            raise bad_request(str(e), "path") from None
+        except UserError as e:
+            raise bad_request(str(e), "path") from None
+        return info()
+
+    @app.post("/api/generate")
+    def generate(body: GenerateRequest):
+        loaded = server.loaded
+        check_sampling(body.temperature, body.top_k, body.top_p)
+        ids = encode_prompt(loaded, body.prompt)
+        top_p = None if body.top_p >= 1.0 else body.top_p
+
+        def events():
+            start, count = time.perf_counter(), 0
+            first = None
+            for ch, token_id, logits in server.stream(loaded, ids, body.max_tokens, body.temperature, body.top_k,
+                                                      top_p, body.seed, body.use_cache):
+                count += 1
+                first = first or time.perf_counter() - start
+                used = sampling_probs(logits[None], body.temperature, body.top_k, top_p)[0]
+                top = top_choices(used, loaded.tokenizer)
+                if ch not in (c for c, _ in top):  # a lucky draw from the tail: show it too, after the ten
+                    top.append([ch, round(used[token_id].item(), 5)])
+                yield sse({"char": ch, "chosen_prob": round(used[token_id].item(), 5), "top": top})
+            seconds = time.perf_counter() - start
+            yield sse({"done": True, "tokens": count, "seconds": round(seconds, 3),
+                       "tokens_per_s": round(count / max(seconds, 1e-9), 1), "first_token_s": round(first or 0, 3),
+                       "use_cache": body.use_cache})
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/api/attention")
+    def attention(body: TextRequest):
+        loaded = server.loaded
+        ids = encode_prompt(loaded, body.text, "text")[-loaded.model.block_size:]
+        chars = [loaded.tokenizer.itos[i] for i in ids]
+        with server.step_lock:
+            maps = loaded.model.attention_maps(torch.tensor([ids], device=server.device))
+        return {"chars": chars, "maps": [[[[round(v, 4) for v in row] for row in head] for head in layer[0].tolist()]
+                                         for layer in maps]}
+
+    def answer_pieces(loaded, ids, max_tokens, temperature, top_p, seed):
+        """Yield (piece of the answer, finish reason or None): text up to the blank line that ends an answer.
+
+        The last len(END) - 1 characters are held back until they can't be the start of END."""
+        text, sent = "", 0
+        for ch, _, _ in server.stream(loaded, ids, max_tokens, temperature, None, top_p, seed):
+            text += ch
+            cut = text.find(END, max(0, len(text) - len(END)))
+            if cut >= 0:
+                yield text[sent:cut], "stop"
+                return
+            ready = len(text) - (len(END) - 1)
+            if ready > sent:
+                yield text[sent:ready], None
+                sent = ready
+        yield text[sent:], "length"
+
+    @app.post("/api/chat")
+    def chat(body: TextRequest):
+        loaded = server.loaded
+        if not loaded.is_qa:
+            raise bad_request("this checkpoint is not a Q&A model; load one trained on data/qa.txt")
+        ids = encode_prompt(loaded, qa_prompt(body.text.strip()), "text")
+
+        def events():
+            for piece, _ in answer_pieces(loaded, ids, 100, 0.0, None, 0):
+                if piece:
+                    yield sse({"text": piece})
+            yield sse({"done": True})
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    # ---- the OpenAI-compatible API
+
+    @app.get("/v1/models")
+    def models():
+        loaded = server.loaded
+        return {"object": "list", "data": [{"id": loaded.model_id, "object": "model", "created": 0,
+                                            "owned_by": "mini-gpt"}]}
+
+    @app.post("/v1/completions")
+    def completions(body: CompletionRequest):
+        loaded = server.loaded
+        check_sampling(body.temperature, body.top_k, body.top_p)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not prompts or len(prompts) * body.n > MAX_N:
+            raise bad_request(f"give 1 to {MAX_N} prompts x n", "prompt")
+        encoded = [encode_prompt(loaded, p) for p in prompts]
+        stops = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise bad_request("stop takes up to 4 non-empty strings", "stop")
+        created, cid = int(time.time()), "cmpl-" + secrets.token_hex(12)
+        top_p = None if body.top_p >= 1.0 else body.top_p
+        jobs = [(i * body.n + j, p, ids, None if body.seed is None else body.seed + j)
+                for i, (p, ids) in enumerate(zip(prompts, encoded)) for j in range(body.n)]
+
+        def run(job):
+            """Yield (text piece, logprob entry or None, finish_reason or None) for one choice."""
+            index, text_prompt, ids, seed = job
+            text, sent = "", 0
+            hold = max((len(s) for s in stops), default=1) - 1  # text that may still become a stop string
+            pending = []
+            for ch, token_id, logits in server.stream(loaded, ids, body.max_tokens, body.temperature, body.top_k,
+                                                      top_p, seed):
+                text += ch
+                if body.logprobs is not None:
+                    logp = torch.log_softmax(logits.float(), dim=-1)
+                    top = logp.topk(min(max(body.logprobs, 1), logp.numel()))
+                    pending.append((ch, logp[token_id].item(), {loaded.tokenizer.itos[i]: v for v, i in
+                                                                zip(top.values.tolist(), top.indices.tolist())}))
+                cut = find_stop(text, stops, len(text) - 1) if stops else -1
+                if cut >= 0:
+                    yield text[sent:cut], pending[: cut - sent], "stop"
+                    return
+                ready = len(text) - hold
+                if ready > sent:
+                    yield text[sent:ready], pending[: ready - sent], None
+                    pending = pending[ready - sent:]
+                    sent = ready
+            yield text[sent:], pending, "length"
+
+        def logprob_block(entries, offset):
+            if body.logprobs is None:
+                return None
+            return {"tokens": [c for c, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
+                    "top_logprobs": [top for _, _, top in entries],
+                    "text_offset": list(range(offset, offset + len(entries)))}
+
+        if body.stream:
+            def events():
+                for job in jobs:
+                    index, text_prompt = job[0], job[1]
+                    offset = len(text_prompt)
+                    if body.echo:
+                        yield sse({"id": cid, "object": "text_completion", "created": created, "model": loaded.model_id,
+                                   "choices": [{"text": text_prompt, "index": index, "logprobs": None,
+                                                "finish_reason": None}]})
+                    for piece, entries, finish in run(job):
+                        if piece or finish:
+                            yield sse({"id": cid, "object": "text_completion", "created": created,
+                                       "model": loaded.model_id,
+                                       "choices": [{"text": piece, "index": index,
+                                                    "logprobs": logprob_block(entries, offset),
+                                                    "finish_reason": finish}]})
+                        offset += len(piece)
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        choices, completion_tokens = [], 0
+        for job in jobs:
+            pieces, entries, finish = [], [], None
+            for piece, more, finish in run(job):
+                pieces.append(piece)
+                entries += more
+            text = "".join(pieces)
+            completion_tokens += len(text)
+            choices.append({"text": (job[1] if body.echo else "") + text, "index": job[0],
+                            "logprobs": logprob_block(entries, len(job[1])), "finish_reason": finish})
+        prompt_tokens = sum(map(len, encoded)) * body.n
+        return {"id": cid, "object": "text_completion", "created": created, "model": loaded.model_id,
+                "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                              "total_tokens": prompt_tokens + completion_tokens}}
+
+    @app.post("/v1/chat/completions")
+    def chat_completions(body: ChatRequest):
+        loaded = server.loaded
+        if not loaded.is_qa:
+            raise bad_request("this checkpoint is not a Q&A model, so it has no chat format; use /v1/completions, "
+                              "or load a model trained on data/qa.txt", "model")
+        check_sampling(body.temperature, None, body.top_p)
+        questions = [m.content for m in body.messages if m.role == "user"]
+        if not questions or not questions[-1].strip():
+            raise bad_request("give at least one non-empty user message", "messages")
+        ids = encode_prompt(loaded, qa_prompt(questions[-1].strip()), "messages")
+        created, cid = int(time.time()), "chatcmpl-" + secrets.token_hex(12)
+        top_p = None if body.top_p >= 1.0 else body.top_p
+
+        def chunk(index, delta, finish=None):
+            return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": loaded.model_id,
+                        "choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
+
+        def seed_for(j):
+            return None if body.seed is None else body.seed + j
+
+        if body.stream:
+            def events():
+                for j in range(body.n):
+                    yield chunk(j, {"role": "assistant"})
+                    for piece, finish in answer_pieces(loaded, ids, body.max_tokens, body.temperature, top_p,
+                                                       seed_for(j)):
+                        if piece:
+                            yield chunk(j, {"content": piece})
+                    yield chunk(j, {}, finish)
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        choices, completion_tokens = [], 0
+        for j in range(body.n):
+            pieces = list(answer_pieces(loaded, ids, body.max_tokens, body.temperature, top_p, seed_for(j)))
+            text = "".join(piece for piece, _ in pieces)
+            completion_tokens += len(text)
+            choices.append({"index": j, "message": {"role": "assistant", "content": text},
+                            "finish_reason": pieces[-1][1]})
+        prompt_tokens = len(ids) * body.n
+        return {"id": cid, "object": "chat.completion", "created": created, "model": loaded.model_id,
+                "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                              "total_tokens": prompt_tokens + completion_tokens}}
+
+    return app
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="A local web page and an OpenAI-compatible API for a checkpoint.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--checkpoint", default="out/ckpt.pt", help="the checkpoint to load first")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this computer only)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--api_key", default=None, help="require this key (Authorization: Bearer KEY) on the API")
+    parser.add_argument("--qa", action="store_true", help="treat the checkpoint as a Q&A model (chat), whatever it "
+                                                          "looks like")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+    device = get_device(args.device)
+    server = Server(load(args.checkpoint, device, qa=True if args.qa else None), device, args.api_key)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"warning: binding {args.host} makes the page and the API reachable from other computers, and the API "
+              "has no authentication; add --api_key KEY to require one", file=sys.stderr)
+    print(f"Mini-GPT playground: http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port}  "
+          f"({server.loaded.card['parameters'] / 1e6:.2f}M parameters, {args.checkpoint}); Ctrl-C to stop")
+    print(f"OpenAI-compatible API: http://{args.host}:{args.port}/v1  (model id {server.loaded.model_id})")
+    uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    run_main(main)

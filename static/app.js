@@ -1,0 +1,345 @@
+// Mini-GPT playground: plain JavaScript, no build step, nothing loaded from the internet.
+"use strict";
+
+const TEXT = {
+  en: {
+    title: "Mini-GPT playground", checkpoint: "Checkpoint", tab_generate: "Generate", tab_attention: "Attention",
+    tab_chat: "Chat", tab_card: "Model card", prompt: "Prompt", temperature: "Temperature", top_k: "Top-k (0 = off)",
+    top_p: "Top-p", max_tokens: "Max tokens", seed: "Seed", kv_cache: "KV cache", generate: "Generate",
+    probs_title: "Next-character probabilities", probs_hint: "Hover or tap a generated character.",
+    layer: "Layer", head: "Head", show_attention: "Show attention",
+    attention_hint: "Row = the character that is predicting; column = what it looks at. Click a character to see what it attends to.",
+    chat_off: "This checkpoint is not a Q&A model. Train one with prepare_qa_data.py, then load it.",
+    question: "Question", ask: "Ask", curves: "Training curves",
+    speed: (n, s, r, cache) => `${n} tokens in ${s} s: ${r} tokens/s (${cache ? "KV cache on" : "no KV cache"})`,
+    chosen: "chosen", step_of: (i, ch) => `Step ${i}: the model chose ${ch}`,
+    vocab: "Vocabulary", params: "Parameters", data: "Trained on", steps: "Steps", best: "Best val loss",
+    config: "Config", qa: "Q&A model", yes: "yes", no: "no", train_loss: "train loss", val_loss: "val loss",
+    step: "step", no_history: "This checkpoint holds no training history.", no_text: "Generate or type some text first.",
+  },
+  zh: {
+    title: "Mini-GPT 演练场", checkpoint: "检查点", tab_generate: "生成", tab_attention: "注意力", tab_chat: "问答",
+    tab_card: "模型信息", prompt: "提示词", temperature: "温度 temperature", top_k: "Top-k（0 = 不限）",
+    top_p: "Top-p", max_tokens: "最多生成字符数", seed: "随机种子", kv_cache: "KV cache", generate: "生成",
+    probs_title: "下一个字符的概率", probs_hint: "把鼠标移到（或点一下）生成的字符上。",
+    layer: "层", head: "头", show_attention: "显示注意力",
+    attention_hint: "每一行是正在预测的字符，每一列是它看向的字符。点一个字符，看它关注哪些字符。",
+    chat_off: "这个检查点不是问答模型。先用 prepare_qa_data.py 准备数据并训练，再加载它。",
+    question: "问题", ask: "提问", curves: "训练曲线",
+    speed: (n, s, r, cache) => `${n} 个字符，用时 ${s} 秒：每秒 ${r} 个（${cache ? "开启 KV cache" : "关闭 KV cache"}）`,
+    chosen: "选中", step_of: (i, ch) => `第 ${i} 步：模型选了 ${ch}`,
+    vocab: "词汇表大小", params: "参数量", data: "训练数据", steps: "训练步数", best: "最佳验证 loss",
+    config: "配置", qa: "问答模型", yes: "是", no: "否", train_loss: "训练 loss", val_loss: "验证 loss",
+    step: "步数", no_history: "这个检查点没有训练记录。", no_text: "请先生成或输入一些文字。",
+  },
+};
+
+const $ = (id) => document.getElementById(id);
+let lang = localStorage.getItem("lang") || ((navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en");
+let info = null;
+let steps = [];  // per generated character: {char, chosen_prob, top}
+let promptText = "";
+
+function t(key, ...args) {
+  const value = TEXT[lang][key];
+  return typeof value === "function" ? value(...args) : value;
+}
+
+function show(ch) {  // whitespace made visible, for labels
+  return { "\n": "\\n", " ": "␣", "\t": "\\t" }[ch] ?? ch;
+}
+
+function applyLanguage() {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  $("lang").textContent = lang === "zh" ? "English" : "中文";
+  document.title = t("title");
+  if (info) renderCard();
+}
+
+function headers() {
+  const key = localStorage.getItem("apiKey");
+  return { "Content-Type": "application/json", ...(key ? { Authorization: `Bearer ${key}` } : {}) };
+}
+
+async function api(path, body) {
+  const response = await fetch(path, body === undefined ? { headers: headers() }
+    : { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  if (response.status === 401) {
+    const key = window.prompt("API key");
+    if (key) { localStorage.setItem("apiKey", key); return api(path, body); }
+  }
+  if (!response.ok) {
+    const error = await response.json().catch(() => ({}));
+    throw new Error(error.error?.message || `HTTP ${response.status}`);
+  }
+  return response;
+}
+
+async function* events(response) {  // server-sent events from a fetch response
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const line = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      if (line.startsWith("data: ") && line !== "data: [DONE]") yield JSON.parse(line.slice(6));
+    }
+  }
+}
+
+function showError(message) {
+  $("error").hidden = !message;
+  $("error").textContent = message || "";
+}
+
+// ---------------------------------------------------------------- generate
+
+async function generate() {
+  showError("");
+  $("go").disabled = true;
+  promptText = $("prompt").value.replace(/\\n/g, "\n");
+  steps = [];
+  const output = $("output");
+  output.innerHTML = "";
+  const promptSpan = document.createElement("span");
+  promptSpan.className = "prompt";
+  promptSpan.textContent = promptText;
+  output.appendChild(promptSpan);
+  $("bars").innerHTML = "";
+  $("speed").textContent = "";
+  const topK = Number($("top_k").value);
+  try {
+    const response = await api("/api/generate", {
+      prompt: promptText, temperature: Number($("temperature").value), top_k: topK > 0 ? topK : null,
+      top_p: Number($("top_p").value), max_tokens: Number($("max_tokens").value),
+      seed: $("seed").value === "" ? null : Number($("seed").value), use_cache: $("use_cache").checked,
+    });
+    for await (const event of events(response)) {
+      if (event.done) {
+        $("speed").textContent = t("speed", event.tokens, event.seconds, event.tokens_per_s, event.use_cache);
+        break;
+      }
+      const span = document.createElement("span");
+      span.className = "tok";
+      span.textContent = event.char;
+      span.dataset.index = steps.length;
+      steps.push(event);
+      output.appendChild(span);
+    }
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    $("go").disabled = false;
+  }
+}
+
+function showProbs(index) {
+  const step = steps[index];
+  if (!step) return;
+  document.querySelectorAll("#output .tok.selected").forEach((el) => el.classList.remove("selected"));
+  document.querySelector(`#output .tok[data-index="${index}"]`)?.classList.add("selected");
+  $("probs_hint").textContent = t("step_of", Number(index) + 1, show(step.char));
+  const best = step.top.length ? step.top[0][1] : 1;
+  const bars = $("bars");
+  bars.innerHTML = "";
+  for (const [ch, p] of step.top) {
+    const row = document.createElement("div");
+    row.className = "bar" + (ch === step.char ? " chosen" : "");
+    row.dataset.char = ch;
+    row.dataset.prob = p;
+    row.innerHTML = `<span class="ch"></span><span class="fill" style="width:${(100 * p / best).toFixed(1)}%"></span><span class="p">${(100 * p).toFixed(1)}%</span>`;
+    row.querySelector(".ch").textContent = show(ch);
+    row.title = ch === step.char ? t("chosen") : "";
+    bars.appendChild(row);
+  }
+}
+
+// ---------------------------------------------------------------- attention
+
+let attention = null;
+let query = null;
+
+async function showAttention() {
+  const text = promptText + steps.map((s) => s.char).join("") || $("prompt").value.replace(/\\n/g, "\n");
+  if (!text) { $("heatmap").textContent = t("no_text"); return; }
+  try {
+    const response = await api("/api/attention", { text });
+    attention = await response.json();
+    query = attention.chars.length - 1;
+    drawAttention();
+  } catch (error) {
+    $("heatmap").textContent = error.message;
+  }
+}
+
+function drawAttention() {
+  if (!attention) return;
+  const weights = attention.maps[Number($("layer").value)][Number($("head").value)];
+  const chars = attention.chars;
+  const T = chars.length;
+  const cell = Math.max(6, Math.min(26, Math.floor(620 / T)));
+  const pad = 30;
+  const size = pad + T * cell;
+  const svgNS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(svgNS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${size + 2} ${size + 2}`);
+  svg.setAttribute("width", size + 2);
+  for (let i = 0; i < T; i++) {
+    for (let j = 0; j < T; j++) {
+      const rect = document.createElementNS(svgNS, "rect");
+      const w = weights[i][j];
+      rect.setAttribute("x", pad + j * cell);
+      rect.setAttribute("y", pad + i * cell);
+      rect.setAttribute("width", cell);
+      rect.setAttribute("height", cell);
+      rect.setAttribute("fill", `rgb(${Math.round(247 - 200 * w)}, ${Math.round(248 - 150 * w)}, ${Math.round(251 - 30 * w)})`);
+      rect.setAttribute("class", "cell" + (i === query ? " row" : ""));
+      rect.dataset.weight = w;
+      const tip = document.createElementNS(svgNS, "title");
+      tip.textContent = `${show(chars[i])} → ${show(chars[j])}: ${w.toFixed(3)}`;
+      rect.appendChild(tip);
+      rect.addEventListener("click", () => { query = i; drawAttention(); });
+      svg.appendChild(rect);
+    }
+    if (cell >= 10) {
+      for (const [x, y, anchor] of [[pad - 4, pad + i * cell + cell * 0.75, "end"], [pad + i * cell + cell / 2, pad - 6, "middle"]]) {
+        const label = document.createElementNS(svgNS, "text");
+        label.setAttribute("x", x);
+        label.setAttribute("y", y);
+        label.setAttribute("text-anchor", anchor);
+        label.setAttribute("font-size", Math.min(14, cell * 0.75));
+        label.textContent = show(chars[i]);
+        svg.appendChild(label);
+      }
+    }
+  }
+  $("heatmap").innerHTML = "";
+  $("heatmap").appendChild(svg);
+  const strip = $("strip");
+  strip.innerHTML = "";
+  chars.forEach((ch, j) => {
+    const span = document.createElement("span");
+    span.textContent = ch;
+    const w = j <= query ? weights[query][j] : 0;
+    span.style.background = `rgba(245, 158, 11, ${Math.min(1, w * 1.5).toFixed(3)})`;
+    if (j === query) span.className = "query";
+    span.addEventListener("click", () => { query = j; drawAttention(); });
+    strip.appendChild(span);
+  });
+}
+
+// ---------------------------------------------------------------- chat
+
+async function ask() {
+  const question = $("question").value.trim();
+  if (!question) return;
+  const log = $("log");
+  const q = document.createElement("div");
+  q.className = "q";
+  q.textContent = question;
+  const a = document.createElement("div");
+  a.className = "a";
+  log.append(q, a);
+  $("question").value = "";
+  try {
+    const response = await api("/api/chat", { text: question });
+    for await (const event of events(response)) {
+      if (event.done) break;
+      a.textContent += event.text;
+    }
+  } catch (error) {
+    a.textContent = error.message;
+  }
+}
+
+// ---------------------------------------------------------------- model card
+
+function renderCard() {
+  const facts = [
+    [t("vocab"), info.vocab_size.toLocaleString()], [t("params"), `${(info.parameters / 1e6).toFixed(2)}M`],
+    [t("data"), info.data ?? "?"], [t("steps"), info.steps ?? "?"],
+    [t("best"), info.best_val_loss != null && isFinite(info.best_val_loss) ? info.best_val_loss.toFixed(4) : "?"],
+    [t("qa"), info.qa ? t("yes") : t("no")],
+    [t("config"), Object.entries(info.config).map(([k, v]) => `${k} ${v}`).join(", ")],
+  ];
+  const table = $("facts");
+  table.innerHTML = "";
+  for (const [name, value] of facts) {
+    const row = table.insertRow();
+    row.insertCell().textContent = name;
+    row.insertCell().textContent = value;
+  }
+  drawCurve();
+  $("chat_off").hidden = info.qa;
+  $("ask").disabled = !info.qa;
+}
+
+function drawCurve() {
+  const svg = $("curve");
+  const rows = info.history;  // [step, seconds, lr, train loss, val loss]
+  if (!rows.length) { svg.innerHTML = `<text x="20" y="40">${t("no_history")}</text>`; return; }
+  const W = 640, H = 300, L = 50, B = 36, R = 110, top = 14;
+  const maxStep = Math.max(1, ...rows.map((r) => r[0]));
+  const losses = rows.flatMap((r) => [r[3], r[4]]);
+  const lo = Math.min(...losses), hi = Math.max(...losses);
+  const x = (s) => L + (W - L - R) * s / maxStep;
+  const y = (v) => top + (H - top - B) * (hi - v) / Math.max(hi - lo, 1e-9);
+  let out = `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#999"/><line x1="${L}" y1="${top}" x2="${L}" y2="${H - B}" stroke="#999"/>`;
+  for (const v of [lo, (lo + hi) / 2, hi]) out += `<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11">${v.toFixed(2)}</text>`;
+  out += `<text x="${L}" y="${H - 10}" font-size="11">0</text><text x="${W - R}" y="${H - 10}" text-anchor="end" font-size="11">${maxStep} ${t("step")}</text>`;
+  for (const [column, color, name] of [[3, "#2f6fde", t("train_loss")], [4, "#f59e0b", t("val_loss")]]) {
+    out += `<polyline fill="none" stroke="${color}" stroke-width="2" points="${rows.map((r) => `${x(r[0]).toFixed(1)},${y(r[column]).toFixed(1)}`).join(" ")}"/>`;
+    const last = rows[rows.length - 1];
+    out += `<text x="${x(last[0]) + 6}" y="${y(last[column]) + 4}" font-size="12" fill="${color}">${name} ${last[column].toFixed(3)}</text>`;
+  }
+  svg.innerHTML = out;
+}
+
+async function loadInfo() {
+  info = await (await api("/api/info")).json();
+  const picker = $("checkpoint");
+  picker.innerHTML = "";
+  const names = info.checkpoints.includes(info.checkpoint) ? info.checkpoints : [info.checkpoint, ...info.checkpoints];
+  for (const name of names) picker.add(new Option(name, name, false, name === info.checkpoint || info.checkpoint.endsWith(name)));
+  $("layer").innerHTML = "";
+  $("head").innerHTML = "";
+  for (let i = 0; i < info.layers; i++) $("layer").add(new Option(String(i), i));
+  for (let i = 0; i < info.heads; i++) $("head").add(new Option(String(i), i));
+  $("top_k").max = info.vocab_size;
+  renderCard();
+}
+
+// ---------------------------------------------------------------- wiring
+
+document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => {
+  document.querySelectorAll(".tab, .panel").forEach((el) => el.classList.remove("active"));
+  tab.classList.add("active");
+  $(tab.dataset.tab).classList.add("active");
+  if (tab.dataset.tab === "attention" && !attention && (steps.length || $("prompt").value)) showAttention();
+}));
+for (const id of ["temperature", "top_k", "top_p"]) {
+  const update = () => { $(`${id}_out`).textContent = id === "top_k" && $(id).value === "0" ? "off" : $(id).value; };
+  $(id).addEventListener("input", update);
+  update();
+}
+$("go").addEventListener("click", generate);
+$("output").addEventListener("mouseover", (e) => { if (e.target.dataset.index) showProbs(e.target.dataset.index); });
+$("output").addEventListener("click", (e) => { if (e.target.dataset.index) showProbs(e.target.dataset.index); });
+$("attend").addEventListener("click", showAttention);
+$("layer").addEventListener("change", drawAttention);
+$("head").addEventListener("change", drawAttention);
+$("ask").addEventListener("click", ask);
+$("question").addEventListener("keydown", (e) => { if (e.key === "Enter") ask(); });
+$("lang").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lang", lang); applyLanguage(); });
+$("checkpoint").addEventListener("change", async (e) => {
+  try { await api("/api/load", { path: e.target.value }); attention = null; await loadInfo(); } catch (error) { showError(error.message); }
+});
+$("prompt").value = "\\n";
+applyLanguage();
+loadInfo().catch((error) => showError(error.message));

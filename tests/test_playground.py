@@ -1,0 +1,294 @@
+"""The playground: its OpenAI-compatible API (through the official `openai` client), its safety
+limits, and the page in a real headless Chromium."""
+
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+fastapi = pytest.importorskip("fastapi", reason="the playground's extras: pip install -r requirements-web.txt")
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+
+import playground  # noqa: E402
+import prepare_qa_data  # noqa: E402
+import train  # noqa: E402
+from conftest import REPO, free_port, run  # noqa: E402
+
+TOY = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "32", "--batch_size", "16",
+       "--eval_iters", "2", "--learning_rate", "3e-3", "--time_budget", "0", "--sample_tokens", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A folder like the repo: out-qa/ckpt.pt, a toy Q&A model, and a file outside the output folders."""
+    folder = tmp_path_factory.mktemp("playground")
+    poems = folder / "poems.txt"
+    poems.write_text((REPO / "data" / "chinese.txt").read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    assert run(prepare_qa_data, "--poems", poems, "--num_poems", "10", "--three_digit", "100",
+               "--out", folder / "qa.txt", "--heldout", folder / "heldout.tsv") == 0
+    assert run(train, "--data", folder / "qa.txt", "--out_dir", folder / "out-qa", "--max_iters", "40",
+               "--eval_interval", "40", *TOY) == 0
+    (folder / "secret").mkdir()
+    shutil.copy(folder / "out-qa" / "ckpt.pt", folder / "secret" / "ckpt.pt")
+    return folder
+
+
+class LiveServer:
+    """The app on 127.0.0.1 in a background thread, stopped when the test ends."""
+
+    def __init__(self, root, api_key=None):
+        loaded = playground.load(root / "out-qa" / "ckpt.pt", "cpu")
+        self.state = playground.Server(loaded, "cpu", api_key=api_key, root=root)
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(playground.create_app(self.state), host="127.0.0.1",
+                                                    port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("the playground did not start")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def post(self, path, body, raw=None, headers=None):
+        """(status, parsed JSON) of a POST; raw sends bytes as they are."""
+        data = raw if raw is not None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method="POST",
+                                         headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+
+@pytest.fixture(scope="module")
+def live(root):
+    with LiveServer(root) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    return openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+# ---------------------------------------------------------------- the API, with the official client
+
+
+def test_models_and_a_completion(client, live):
+    [model] = client.models.list().data
+    assert model.id == "mini-gpt-out-qa"
+    result = client.completions.create(model=model.id, prompt="问：", max_tokens=12, temperature=0.8, seed=3)
+    assert len(result.choices) == 1 and len(result.choices[0].text) == 12
+    assert result.choices[0].finish_reason == "length" and result.usage.completion_tokens == 12
+
+
+def test_streamed_chunks_join_to_the_same_text_under_the_same_seed(client):
+    whole = client.completions.create(model="m", prompt="问：1", max_tokens=30, temperature=1.0, seed=7)
+    chunks = client.completions.create(model="m", prompt="问：1", max_tokens=30, temperature=1.0, seed=7, stream=True)
+    assert "".join(chunk.choices[0].text for chunk in chunks) == whole.choices[0].text
+
+
+def test_stop_n_and_logprobs(client):
+    free = client.completions.create(model="m", prompt="问：", max_tokens=40, temperature=0, seed=1)
+    stop = free.choices[0].text[5:7]  # two characters the greedy text is sure to contain
+    cut = client.completions.create(model="m", prompt="问：", max_tokens=40, temperature=0, stop=[stop])
+    assert cut.choices[0].text == free.choices[0].text[: free.choices[0].text.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+
+    two = client.completions.create(model="m", prompt="答：", max_tokens=10, temperature=1.0, n=2, seed=5)
+    assert [c.index for c in two.choices] == [0, 1] and all(len(c.text) == 10 for c in two.choices)
+
+    with_logprobs = client.completions.create(model="m", prompt="问：", max_tokens=6, temperature=0, logprobs=3)
+    lp = with_logprobs.choices[0].logprobs
+    assert lp.tokens == list(with_logprobs.choices[0].text) and len(lp.token_logprobs) == 6
+    for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert len(top) == 3 and logprob <= 0
+        assert max(top.values()) == pytest.approx(logprob, abs=1e-4)  # greedy picks the most likely
+        assert token in top
+
+
+def test_chat_completion(client):
+    answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "12+34等于多少？"}],
+                                            max_tokens=10)
+    message = answer.choices[0].message
+    assert message.role == "assistant" and "\n\n" not in message.content
+    streamed = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "12+34等于多少？"}],
+                                              max_tokens=10, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == message.content
+
+
+# ---------------------------------------------------------------- safety
+
+
+@pytest.mark.parametrize("body, phrase", [
+    ({"prompt": "问", "max_tokens": 5000}, "max_tokens"),
+    ({"prompt": "问" * 5000, "max_tokens": 1}, "at most 4,000"),
+    ({"prompt": "Zebra", "max_tokens": 1}, "'Z'"),
+    ({"prompt": "问", "temperature": -1}, "temperature"),
+    ({"prompt": "问", "top_p": 0}, "top_p"),
+    ({"prompt": "问", "top_k": 0}, "top_k"),
+    ({"prompt": "问", "stop": ["", "x"]}, "stop"),
+])
+def test_bad_requests_get_a_clear_400(live, body, phrase):
+    status, text = live.post("/v1/completions", body)
+    assert status == 400, text
+    error = json.loads(text)["error"]
+    assert phrase in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_malformed_json_is_a_4xx_without_a_traceback(live):
+    status, text = live.post("/v1/completions", None, raw=b'{"prompt": "abc", ')
+    assert status in (400, 422) and "Traceback" not in text and "error" in json.loads(text)
+    status, text = live.post("/v1/chat/completions", {"messages": "hello"})
+    assert status in (400, 422)
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "secret/ckpt.pt", "out-qa/../secret/ckpt.pt",
+                                  "out-qa/log.csv", "out-qa/missing/ckpt.pt"])
+def test_the_picker_loads_only_ckpt_files_under_the_output_folders(live, path):
+    status, text = live.post("/api/load", {"path": path})
+    assert status == 400, text
+    assert live.post("/api/load", {"path": "out-qa/ckpt.pt"})[0] == 200
+    with urllib.request.urlopen(live.url + "/api/checkpoints") as response:
+        assert json.load(response)["checkpoints"] == ["out-qa/ckpt.pt"]
+
+
+def test_twenty_concurrent_requests_all_complete(client):
+    def ask(i):
+        return client.completions.create(model="m", prompt="问：", max_tokens=8, temperature=1.0, seed=i)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(ask, range(20)))
+    assert all(len(r.choices) == 1 and len(r.choices[0].text) == 8 for r in results)
+    again = ask(7).choices[0].text
+    assert results[7].choices[0].text == again  # concurrency did not disturb a seeded request
+
+
+def test_a_client_that_disconnects_stops_the_generation(live):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+    body = json.dumps({"prompt": "问：", "max_tokens": 2000, "stream": True, "temperature": 1.0})
+    connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.fp.readline()  # the first event has arrived: generation is under way
+    connection.sock.shutdown(2)
+    connection.close()
+    before = live.state.tokens_generated
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # wait until the count stands still
+        time.sleep(0.5)
+        if live.state.tokens_generated == before:
+            break
+        before = live.state.tokens_generated
+    time.sleep(0.5)
+    assert live.state.tokens_generated == before  # stopped, well short of the 2,000 asked for
+    assert before < 2000 + 200
+
+
+def test_api_key_is_required_when_set(root):
+    with LiveServer(root, api_key="s3cret") as server:
+        status, text = server.post("/v1/completions", {"prompt": "问", "max_tokens": 1})
+        assert status == 401 and "API key" in text
+        status, _ = server.post("/v1/completions", {"prompt": "问", "max_tokens": 1},
+                                headers={"Authorization": "Bearer s3cret"})
+        assert status == 200
+
+
+def test_binding_beyond_this_computer_warns_without_a_key(root, monkeypatch, capsys):
+    monkeypatch.setattr(playground.uvicorn, "run", lambda app, **kwargs: None)
+    ckpt = root / "out-qa" / "ckpt.pt"
+    assert run(playground, "--checkpoint", ckpt, "--host", "0.0.0.0", "--device", "cpu") == 0
+    assert "no authentication" in capsys.readouterr().err
+    assert run(playground, "--checkpoint", ckpt, "--device", "cpu") == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "http://localhost:8000" in captured.out
+
+
+# ---------------------------------------------------------------- the page in a real browser
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def test_the_page_in_headless_chromium(live, tmp_path):
+    if not (chromium() and shutil.which("chromedriver")):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: .ci/run installs chromium and chromium-driver")
+        pytest.skip("no chromium + chromedriver here (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+                 "--lang=en-US"):
+        options.add_argument(flag)
+    shots = os.environ.get("PLAYGROUND_SCREENSHOTS")
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(live.url)
+        wait.until(lambda d: d.find_element(By.ID, "checkpoint").get_attribute("value"))
+        prompt = driver.find_element(By.ID, "prompt")
+        prompt.clear()
+        prompt.send_keys(os.environ.get("PLAYGROUND_PROMPT", "问："))
+        max_tokens = driver.find_element(By.ID, "max_tokens")
+        max_tokens.clear()
+        max_tokens.send_keys("40")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: d.find_element(By.ID, "speed").text)  # the stream has ended
+        tokens = driver.find_elements(By.CSS_SELECTOR, "#output .tok")
+        assert len(tokens) == 40
+
+        ActionChains(driver).move_to_element(tokens[5]).perform()
+        bars = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
+        probs = [float(b.get_attribute("data-prob")) for b in bars]
+        assert 1 <= len(probs) <= 11 and sum(probs) <= 1 + 1e-6  # the top 10, and the chosen one if not
+        chosen = driver.find_elements(By.CSS_SELECTOR, "#bars .bar.chosen")
+        assert len(chosen) == 1 and chosen[0].get_attribute("data-char") == driver.execute_script("return steps[5].char")
+        if shots:
+            driver.save_screenshot(os.path.join(shots, "playground_en.png"))
+
+        driver.find_element(By.CSS_SELECTOR, '.tab[data-tab="attention"]').click()
+        cells = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#heatmap rect.cell"))
+        T = len(driver.find_elements(By.CSS_SELECTOR, "#strip span"))
+        assert T == min(len(prompt.get_attribute("value")) + 40, live.state.loaded.model.block_size)
+        assert len(cells) == T * T
+
+        driver.find_element(By.ID, "lang").click()
+        assert driver.find_element(By.CSS_SELECTOR, '.tab[data-tab="generate"]').text == "生成"
+        assert driver.find_element(By.ID, "lang").text == "English"
+        if shots:
+            driver.save_screenshot(os.path.join(shots, "playground_zh_attention.png"))
+            driver.find_element(By.CSS_SELECTOR, '.tab[data-tab="generate"]').click()
+            ActionChains(driver).move_to_element(driver.find_elements(By.CSS_SELECTOR, "#output .tok")[5]).perform()
+            driver.save_screenshot(os.path.join(shots, "playground_zh.png"))
+    finally:
+        driver.quit()
