@@ -17,16 +17,19 @@ def main():
     tokenizer = CharTokenizer(text)
     print(f"\n词汇表大小: {tokenizer.vocab_size}")
     print(f"所有字符: {sorted(tokenizer.stoi.keys())}")
-    print("\n字符→数字映射 (stoi):")
+    print("\n字符→数字映射（stoi）：")
     for char, idx in sorted(tokenizer.stoi.items()):
         print(f"  {char!r} → {idx}")
+    print("\n数字→字符映射（itos，stoi 反过来）：")
+    for idx, char in sorted(tokenizer.itos.items()):
+        print(f"  {idx} → {char!r}")
 
     test_word = "hello"
     encoded = tokenizer.encode(test_word)
     print(f"\n编码 '{test_word}': {encoded}")
     decoded = tokenizer.decode(encoded)
     print(f"解码回来 (itos): '{decoded}'")
-    print(f"\n验证: {test_word == decoded} ✓" if test_word == decoded else "\n✗ 错误！编码再解码没有得到原文")
+    print("\n验证：解码结果和原文一致 ✓" if test_word == decoded else "\n✗ 错误！编码再解码没有得到原文")
 
     # ===== Experiment 2: mixed Chinese and English =====
     print("\n" + "=" * 50)
@@ -65,9 +68,11 @@ def main():
     print("尝试 tokenizer.encode(\"xyz123\") ...")
     try:
         tokenizer.encode("xyz123")
-    except ValueError as e:
-        print(f"ValueError: {e}")
-    print("分词器只认识训练文本里出现过的字符：没见过的字符没有编号，所以无法编码。")
+    except ValueError:
+        unknown = sorted(set("xyz123") - set(tokenizer.stoi))
+        print(f"出错了（ValueError）：{'、'.join(unknown)} 这 {len(unknown)} 个字符不在词汇表里，没有编号，无法编码。")
+    print("分词器只认识训练文本里出现过的字符。真实项目常用的办法：留一个表示“未知”的特殊 token，")
+    print("或者改用字节级分词（任何文字都能拆成 256 种字节之一）。")
 
     print("\n" + "=" * 50)
     print("思考题（记在笔记本上）")

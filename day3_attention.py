@@ -91,7 +91,11 @@ def main():
         image = ax.imshow(weights.numpy(), cmap="Blues", vmin=0, vmax=1)
         for i in range(3):
             for j in range(3):
-                ax.text(j, i, f"{weights[i, j]:.2f}", ha="center", va="center")
+                # Dark text on light cells, white on dark ones, so every number can be read.
+                color = "white" if weights[i, j] > 0.55 else "black"
+                ax.text(j, i, f"{weights[i, j]:.2f}", ha="center", va="center", color=color)
+        ax.set_xticks(range(3), ["word 1", "word 2", "word 3"])  # one tick per cell, on its centre
+        ax.set_yticks(range(3), ["word 1", "word 2", "word 3"])
         ax.set_title(title)
         ax.set_xlabel("Key Position")
         ax.set_ylabel("Query Position")
@@ -119,7 +123,7 @@ def main():
         wei = wei.masked_fill(torch.tril(torch.ones(5, 5)) == 0, float("-inf"))
         by_hand = F.softmax(wei, dim=-1) @ v  # (1, 5, 8)
     same = torch.allclose(out, by_hand, atol=1e-6)
-    print(f"\n和手算结果一致: {same} {'✓' if same else '✗'}")
+    print(f"\n和手算结果一致：{'是 ✓' if same else '否 ✗'}")
     print("✓ 注意力头成功运行！")
 
     print("\n" + "=" * 60)

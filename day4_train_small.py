@@ -75,7 +75,7 @@ def main(argv=None):
                 history[name].append(losses[name])
             history["step"].append(step)
             # tqdm.write prints above the progress bar instead of breaking it
-            tqdm.write(f"Step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            tqdm.write(f"第 {step} 步：训练 loss {losses['train']:.4f}，验证 loss {losses['val']:.4f}")
         if step == max_iters:
             break
         xb, yb = get_batch(train_data, batch_size, block_size, device, batch_generator)  # (B, T) each

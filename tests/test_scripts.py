@@ -80,8 +80,10 @@ def test_day1(tmp_path, monkeypatch, capsys):
     day1_tokenizer.main()
     stdout = capsys.readouterr().out
     assert "词汇表大小: 8" in stdout
-    assert "验证: True ✓" in stdout
-    assert "only knows the 8 characters" in stdout
+    assert "验证：解码结果和原文一致 ✓" in stdout
+    assert "数字→字符映射（itos" in stdout and "  0 → ' '" in stdout
+    assert "1、2、3、x、y、z 这 6 个字符不在词汇表里" in stdout
+    assert "True" not in stdout and "False" not in stdout  # no Python booleans inside Chinese sentences
 
 
 def test_day2_saves_its_picture(tmp_path, monkeypatch, capsys):
@@ -97,7 +99,7 @@ def test_day3_saves_its_picture_and_head_matches_the_hand_computation(tmp_path, 
     assert (tmp_path / "day3_attention.png").stat().st_size > 10_000
     stdout = capsys.readouterr().out
     assert "已保存到 day3_attention.png" in stdout
-    assert "和手算结果一致: True" in stdout
+    assert "和手算结果一致：是 ✓" in stdout and "True" not in stdout
 
 
 def test_day4_trains_saves_and_its_model_generates(tmp_path, monkeypatch, capsys):
