@@ -124,7 +124,11 @@ def main(argv=None):
         lines = ["| question | expected | model's answer |", "| --- | --- | --- |"]
         lines += [f"| {q} | {a} | {got}{' ✓' if got == a else ' ✗'} |" for _, q, a, got in examples]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(table) + "\n\nSome held-out questions and the answers given:\n\n"
+        heldout = Path(args.heldout).resolve()
+        shown = heldout.relative_to(REPO_DIR) if heldout.is_relative_to(REPO_DIR) else heldout
+        header = (f"Exact match of `{args.checkpoint}` on the held-out questions of `{shown}`, answers "
+                  "generated greedily until the blank line that ends an answer (`python3 eval_qa.py`).\n\n")
+        Path(args.out).write_text(header + "\n".join(table) + "\n\nSome held-out questions and the answers given:\n\n"
                                   + "\n".join(lines) + "\n", encoding="utf-8")
         print(f"\nwrote {args.out}")
 

@@ -45,8 +45,10 @@ def parse_args(argv=None):
     parser.add_argument("--poems", default=str(REPO_DIR / "data" / "chinese.txt"), help="poems to ask about")
     parser.add_argument("--num_poems", type=int, default=313, help="ask about the first this many poems")
     parser.add_argument("--poem_repeats", type=int, default=4, help="copies of those poems' text in the mix")
-    parser.add_argument("--three_digit", type=int, default=12000,
+    parser.add_argument("--three_digit", type=int, default=3000,
                         help="training examples of 3-digit addition, and again of 3-digit subtraction")
+    parser.add_argument("--add2_repeats", type=int, default=3,
+                        help="copies of each 2-digit addition in the mix: the skill the target is set on")
     parser.add_argument("--heldout_share", type=float, default=0.1, help="share of questions held out")
     parser.add_argument("--out", default=str(REPO_DIR / "data" / "qa.txt"), help="the training text")
     parser.add_argument("--heldout", default=str(REPO_DIR / "data" / "qa_heldout.tsv"),
@@ -87,7 +89,8 @@ def arithmetic(args, rng):
     for kind, pairs, op in (("add2", add2, "+"), ("sub2", sub2, "-"), ("add3", add3, "+"), ("sub3", sub3, "-")):
         train_pairs, held_pairs = split_pairs(pairs, args.heldout_share, rng)
         value = (lambda a, b: a + b) if op == "+" else (lambda a, b: a - b)
-        train += [example(f"{a}{op}{b}等于多少？", value(a, b)) for a, b in train_pairs]
+        copies = args.add2_repeats if kind == "add2" else 1
+        train += [example(f"{a}{op}{b}等于多少？", value(a, b)) for a, b in train_pairs] * copies
         held += [(kind, f"{a}{op}{b}等于多少？", str(value(a, b))) for a, b in held_pairs]
     return train, held
 
@@ -127,8 +130,8 @@ def main(argv=None):
     args = parse_args(argv)
     if not 0 < args.heldout_share < 1:
         raise UserError(f"--heldout_share must be between 0 and 1, got {args.heldout_share}")
-    if min(args.num_poems, args.three_digit, args.poem_repeats) < 0:
-        raise UserError("--num_poems, --three_digit and --poem_repeats must be >= 0")
+    if min(args.num_poems, args.three_digit, args.poem_repeats) < 0 or args.add2_repeats < 1:
+        raise UserError("--num_poems, --three_digit and --poem_repeats must be >= 0, --add2_repeats >= 1")
     rng = random.Random(args.seed)
     poems = read_poems(args.poems, args.num_poems)
     if not poems:
