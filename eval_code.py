@@ -36,16 +36,30 @@ def parse_args(argv=None):
 
 
 def top_level_block(text):
-    """The top-level `def` or `class` that text starts with, or None if the sample ends inside it.
+    """The `def` or `class` block that text starts with, or None if the sample ends inside it.
 
-    Python marks a block by indentation: after the first line, the block goes on through every line
-    that is blank or indented, and ends at the first non-blank line that starts at column 0 (the
-    next top-level statement). Lines continuing an unfinished first line (a long signature) are
-    indented too, so they stay inside. If no such line comes, the sample ran out mid-block.
+    Python marks a block by indentation. The header runs to the first line that ends with a colon (a
+    long signature may take several lines). The body's indentation is that of its first non-blank
+    line, and the block goes on through every line that is blank or indented at least that deep; the
+    first line indented less ends it. (Most functions in the corpus are methods, so after a body at
+    8 spaces the model often goes on with the next method at 4: that line ends the block too.)
+    If no such line comes, the sample ran out inside the block.
     """
     lines = text.split("\n")
-    for i, line in enumerate(lines[1:], start=1):
-        if line.strip() and not line[0].isspace():
+    header_end = next((i for i, line in enumerate(lines) if line.split("#")[0].rstrip().endswith(":")), None)
+    if header_end is None:
+        return None
+    body_indent = None
+    for i in range(header_end + 1, len(lines)):
+        line = lines[i]
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if body_indent is None:
+            body_indent = indent
+            if indent == 0:  # no indented body at all: the block is just its header (and won't parse)
+                return "\n".join(lines[:i]).rstrip() + "\n"
+        elif indent < body_indent:
             return "\n".join(lines[:i]).rstrip() + "\n"
     return None
 

@@ -198,6 +198,8 @@ def test_top_level_block_is_cut_by_indentation():
     sample = "def f(a,\n        b):\n\n    return a + b\nclass C:\n    pass\n"
     assert eval_code.top_level_block(sample) == "def f(a,\n        b):\n\n    return a + b\n"
     assert eval_code.top_level_block("def f():\n    return (1 +\n") is None  # ran out inside the block
+    method_style = "def f(self):\n        return 1\n    def g(self):\n        pass\n"
+    assert eval_code.top_level_block(method_style) == "def f(self):\n        return 1\n"  # the next method ends it
     assert eval_code.parses(eval_code.top_level_block(sample))
     assert not eval_code.parses("def f(:\n    pass\n")
     ast.parse(eval_code.top_level_block(sample))
