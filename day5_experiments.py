@@ -44,17 +44,14 @@ class Plan:
     equal_steps: int  # steps each size trains for, in the equal-steps comparison
     lr_shape: dict  # model and batch for experiments 2-4
     lr_steps: int  # steps per learning rate
-    sample_chars: int  # characters per sample in experiment 3
     poem_time: float  # seconds of training on the poems in experiment 4
 
 
 QUICK = Plan("quick", size_shape=dict(block_size=64, batch_size=8, eval_iters=10), equal_time=20,
              time_eval_interval=50, equal_steps=120,
-             lr_shape=dict(preset="small", block_size=64, batch_size=16), lr_steps=300, sample_chars=1000,
-             poem_time=45)
+             lr_shape=dict(preset="small", block_size=64, batch_size=16), lr_steps=300, poem_time=45)
 FULL = Plan("full", size_shape=dict(), equal_time=300, time_eval_interval=250, equal_steps=1500,
-            lr_shape=dict(preset="small", block_size=128, batch_size=32), lr_steps=3000, sample_chars=2000,
-            poem_time=580)
+            lr_shape=dict(preset="small", block_size=128, batch_size=32), lr_steps=3000, poem_time=580)
 
 LEARNING_RATES = [1e-5, 3e-4, 1e-3, 3e-3]  # the tutorial's list; the repo's tuned value is added to it
 SAMPLING = [  # (label, generate keyword arguments)
@@ -179,8 +176,12 @@ def experiment_size(plan, args, scale):
                         "per step, the biggest model learns the most from the same data; it just costs more time "
                         "per step." if best_steps is largest else
                         f"in only {steps} steps the biggest model ({largest.name}) had not yet pulled ahead."))
-    say("  " + time_verdict.replace("**", ""))
-    say("  " + step_verdict.replace("**", ""))
+    say(f"  相同时间下，{best_time.name} 的验证 loss 最低（{best_time.val:.3f}）；{fastest.name} 每秒处理的 token 是 "
+        f"{slowest.name} 的 {fastest.tokens_per_s / slowest.tokens_per_s:.0f} 倍。"
+        + ("时间很短时，速度比模型大小更重要。" if best_time is fastest else f"{best_time.name} 每一步学得更多，弥补了速度上的差距。"))
+    say(f"  相同步数下，{best_steps.name} 的验证 loss 最低（{best_steps.val:.3f}）："
+        + ("每一步里，大模型从同样的数据学到的最多，只是每一步更慢。" if best_steps is largest else
+           f"只训练 {steps} 步，最大的模型（{largest.name}）还没来得及领先。"))
 
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -200,7 +201,7 @@ def experiment_size(plan, args, scale):
     return [
         "## Experiment 1: model size · 实验1：模型大小", "",
         f"Presets from `config.py`{', with ' + ', '.join(f'{k} {v}' for k, v in plan.size_shape.items()) if plan.size_shape else ''}.",
-        "", f"**Equal wall-clock time** ({seconds:g} s of training each; one evaluation at the end):", "",
+        "", f"**Equal wall-clock time** ({seconds:g} s of training each):", "",
         *table(by_time), "", time_verdict, "",
         f"**Equal steps** ({steps} each):", "", *table(by_steps), "", step_verdict, "",
         "![validation loss at equal time and at equal steps](exp1_model_size.png)", "",
@@ -239,10 +240,14 @@ def experiment_lr(plan, args, scale):
                      f"{reached if reached is not None else 'never'} |")
     fastest = min((lr for lr in results if first_step_below(results[lr]) is not None),
                   key=lambda lr: first_step_below(results[lr]))
+    slowest = min(rates)
+    start_loss = results[slowest].rows[0]["val_loss"]
+    barely = start_loss - results[slowest].val < 0.1 * (start_loss - results[best].val)
     verdict = (f"**{fastest:g}** converged fastest (first to val loss {target:.2f}, at step "
-               f"{first_step_below(results[fastest])}); {best:g} ended lowest ({results[best].val:.3f}). "
-               f"1e-5 barely moves in {steps} steps: too small a step size.")
-    say("  " + verdict.replace("**", ""))
+               f"{first_step_below(results[fastest])}); {best:g} ended lowest ({results[best].val:.3f})."
+               + (f" {slowest:g} barely moves in {steps} steps: its steps are too small." if barely else ""))
+    say(f"  收敛最快的是 {fastest:g}（最先让验证 loss 降到 {target:.2f}，在第 {first_step_below(results[fastest])} 步）；"
+        f"最终最低的是 {best:g}（{results[best].val:.3f}）。" + (f"{slowest:g} 几乎不动：步子太小。" if barely else ""))
     lines += ["", verdict, "", "![validation curves for each learning rate](exp2_learning_rate.png)", ""]
 
     plt = pyplot()
@@ -299,8 +304,7 @@ def mean_nll(model, ids, start, batch_size=256):
 def sample_measures(text, train_words, model, ids, start):
     generated = words(text)
     known = sum(word in train_words for word in generated) / max(len(generated), 1)
-    per_k = 1000 / max(len(text), 1)
-    return {"distinct chars": len(set(text)) * per_k, "distinct 3-grams": distinct_ngrams(text, 3) * per_k,
+    return {"distinct chars": len(set(text)), "distinct 3-grams": distinct_ngrams(text, 3),
             "known words": known, "nll": mean_nll(model, ids, start)}
 
 
@@ -313,28 +317,39 @@ def experiment_sampling(plan, args, scale):
     model, tokenizer = load_model(ckpt, "cpu")
     text = read_text(SHAKESPEARE)
     train_words = set(words(text[: int(0.9 * len(text))]))  # the training split's words
-    n_chars = max(20, int(plan.sample_chars * min(scale * 10, 1)))
+    n_chars = 1000  # so that counts of distinct characters and 3-grams are "per 1,000 characters"
     prompt = "\n"
     lines = ["## Experiment 3: sampling · 实验3：生成参数", "",
              f"{n_chars:,} characters per setting from experiment 2's checkpoint (learning rate {tuned:g}), "
-             "the same seed for each. Distinct characters and 3-grams are counted per 1,000 generated characters; "
+             "the same seed for each, so distinct characters and 3-grams are counts per 1,000 characters; "
              "known words is the share of generated words (runs of letters) that occur in the training text; "
              "NLL is the model's own mean negative log-likelihood of the sample, in nats per character.", "",
              "| setting | distinct chars /1k | distinct 3-grams /1k | known words | NLL | sample (start) |",
              "| --- | ---: | ---: | ---: | ---: | --- |"]
+    measured = {}
     for label, kwargs in tqdm(SAMPLING, desc="采样", leave=False):
         set_seed(1337)
         context = torch.tensor([tokenizer.encode(prompt)])
         ids = model.generate(context, n_chars, **kwargs)[0].tolist()
         text = tokenizer.decode(ids[len(prompt):])
-        m = sample_measures(text, train_words, model, ids, len(prompt))
+        m = measured[label] = sample_measures(text, train_words, model, ids, len(prompt))
         preview = " ".join(text.split())[:60].replace("|", "/")
         lines.append(f"| {label} | {m['distinct chars']:.0f} | {m['distinct 3-grams']:.0f} | {m['known words']:.0%} | "
                      f"{m['nll']:.2f} | {preview} |")
         say(f"  {label}：不同字符 {m['distinct chars']:.0f}，不同 3-gram {m['distinct 3-grams']:.0f}，"
             f"真实单词占比 {m['known words']:.0%}，NLL {m['nll']:.2f}")
-    lines += ["", "Lower temperature and smaller top-k/top-p give fewer distinct 3-grams, more real words and a "
-              "lower NLL (safer, more repetitive text); higher temperature the opposite.", ""]
+    cold, hot = measured["temperature 0.3"], measured["temperature 1.5"]
+    verdict = (f"From temperature 0.3 to 1.5, distinct 3-grams go from {cold['distinct 3-grams']} to "
+               f"{hot['distinct 3-grams']}, the share of real words from {cold['known words']:.0%} to "
+               f"{hot['known words']:.0%} and the model's NLL from {cold['nll']:.2f} to {hot['nll']:.2f}: "
+               + ("a low temperature gives safer, more repetitive text, a high one more varied text with more "
+                  "broken words." if cold["distinct 3-grams"] < hot["distinct 3-grams"] and cold["nll"] < hot["nll"]
+                  else "at this model's stage of training the usual pattern does not show clearly."))
+    say(f"  temperature 从 0.3 到 1.5：不同 3-gram 从 {cold['distinct 3-grams']} 个变成 {hot['distinct 3-grams']} 个，"
+        f"真实单词占比从 {cold['known words']:.0%} 变成 {hot['known words']:.0%}，NLL 从 {cold['nll']:.2f} 变成 {hot['nll']:.2f}。"
+        + ("温度低：稳妥但重复；温度高：更多样，但错字更多。" if cold["distinct 3-grams"] < hot["distinct 3-grams"]
+           and cold["nll"] < hot["nll"] else "这个模型还没训练到能清楚看出这个规律。"))
+    lines += ["", verdict, ""]
     return lines
 
 
@@ -357,8 +372,8 @@ def experiment_own_data(plan, args, scale):
     say(f"  验证 loss {r.val:.3f}（词汇表 {tokenizer.vocab_size} 个字）；续写：{sample}")
     return ["## Experiment 4: your own data · 实验4：自定义数据", "",
             f"The same `small` model trained for {seconds:g} s on `data/chinese.txt` ({tokenizer.vocab_size:,} distinct "
-            f"characters): {r.steps:,} steps, val loss **{r.val:.3f}** (train {r.train:.3f}). A loss per character "
-            "is higher than on Shakespeare because each character is one of thousands, not one of 65.", "",
+            f"characters): {r.steps:,} steps, val loss **{r.val:.3f}** (train {r.train:.3f}). This loss can't be "
+            f"compared with Shakespeare's: each character is one of {tokenizer.vocab_size:,}, not one of 65.", "",
             "Continuing 床前明月光 (temperature 0.8, top-k 20):", "", "```", sample, "```", ""]
 
 
