@@ -11,10 +11,12 @@ The server runs in this process on 127.0.0.1 (a free port), exactly as `python3 
 import argparse
 import http.client
 import json
+import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,8 +29,7 @@ from model import GPTModel
 from utils import REPO_DIR, CharTokenizer, UserError, get_device, make_checkpoint, read_text, run_main, \
     save_checkpoint
 
-import playground  # first: it explains what to install if the playground's extras are missing
-import uvicorn
+import playground  # it explains what to install if the playground's extras are missing
 
 
 def parse_args(argv=None):
@@ -80,21 +81,42 @@ def main(argv=None):
     if min(args.tokens, args.repeats, args.concurrent) < 1:
         raise UserError("--tokens, --repeats and --concurrent must be >= 1")
     device = get_device(args.device)
-    with tempfile.TemporaryDirectory() as folder:
-        path = untrained_checkpoint(args.preset, folder) if args.preset else args.checkpoint
-        state = playground.Server(playground.load(path, device), device)
-    loaded = state.loaded
+    folder = tempfile.mkdtemp()
+    path = untrained_checkpoint(args.preset, folder) if args.preset else args.checkpoint
+    loaded = playground.load(path, device)  # the same model, for calling generate() directly
     prompt_char = "\n" if "\n" in loaded.tokenizer.stoi else loaded.tokenizer.itos[0]
     with socket.socket() as probe:  # a free port on this computer only
         probe.bind(("127.0.0.1", 0))
         port_number = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(playground.create_app(state), host="127.0.0.1", port=port_number,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    # The server in its own process, started exactly as a user starts it, so that this client's own
+    # work doesn't share its interpreter.
+    server = subprocess.Popen([sys.executable, str(REPO_DIR / "playground.py"), "--checkpoint", str(path),
+                               "--port", str(port_number), "--device", device],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(port_number, server)
+        results = measure(args, loaded, path, device, prompt_char, port_number)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+    report(args, results)
 
+
+def wait_for(port, server, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise UserError(f"the playground did not start: {server.stderr.read().strip()[-500:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise UserError(f"the playground did not answer on port {port} within {seconds} s")
+
+
+def measure(args, loaded, path, device, prompt_char, port_number):
     body = {"prompt": prompt_char, "max_tokens": args.tokens, "temperature": 1.0, "seed": 0}
     idx = torch.tensor([loaded.tokenizer.encode(prompt_char)], device=device)
     direct, api, first = [], [], []
@@ -115,10 +137,7 @@ def main(argv=None):
     with ThreadPoolExecutor(max_workers=args.concurrent) as pool:
         done = list(pool.map(short, range(args.concurrent)))
     burst = time.perf_counter() - start
-    server.should_exit = True
-    thread.join(timeout=10)
-
-    results = {
+    return {
         "model": str(path) if not args.preset else f"untrained {args.preset} preset",
         "parameters": loaded.model.num_params(), "device": device, "hardware": cpu_name(),
         "threads": torch.get_num_threads(), "tokens": args.tokens,
@@ -129,6 +148,11 @@ def main(argv=None):
         "concurrent": args.concurrent, "concurrent_seconds": burst, "requests_per_s": args.concurrent / burst,
         "concurrent_all_complete": all(chars == 8 for _, _, chars in done),
     }
+
+
+def report(args, results):
+    burst = results["concurrent_seconds"]
+    device = results["device"]
     print(f"model: {results['model']} ({results['parameters'] / 1e6:.2f}M parameters) on {device} "
           f"({results['hardware']}, {results['threads']} threads)")
     print(f"streamed through the API   {results['api_median']:8.0f} tokens/s (median of {args.repeats} x "

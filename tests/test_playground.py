@@ -43,8 +43,8 @@ def root(tmp_path_factory):
 class LiveServer:
     """The app on 127.0.0.1 in a background thread, stopped when the test ends."""
 
-    def __init__(self, root, api_key=None):
-        loaded = playground.load(root / "out-qa" / "ckpt.pt", "cpu")
+    def __init__(self, root, api_key=None, checkpoint=None):
+        loaded = playground.load(checkpoint or root / "out-qa" / "ckpt.pt", "cpu")
         self.state = playground.Server(loaded, "cpu", api_key=api_key, root=root)
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(playground.create_app(self.state), host="127.0.0.1",
@@ -234,7 +234,18 @@ def chromium():
     return None
 
 
-def test_the_page_in_headless_chromium(live, tmp_path):
+@pytest.fixture
+def page_server(live, root):
+    """The server the browser test uses: the toy model, or PLAYGROUND_CHECKPOINT (for the README's screenshots)."""
+    if not os.environ.get("PLAYGROUND_CHECKPOINT"):
+        yield live
+        return
+    with LiveServer(root, checkpoint=os.environ["PLAYGROUND_CHECKPOINT"]) as server:
+        yield server
+
+
+def test_the_page_in_headless_chromium(page_server, tmp_path):
+    live = page_server
     if not (chromium() and shutil.which("chromedriver")):
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: .ci/run installs chromium and chromium-driver")
