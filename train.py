@@ -94,7 +94,7 @@ def train(args, rank, world_size, device):
     bar = progress_bar(run)
     with StopRequest() as ctrl_c, stop_cleanly(run, bar):
         while True:
-            state.seconds, stop = agree_on_clock_and_ctrl_c(start, ctrl_c, run.world_size, run.device)  # rank 0 decides for all
+            state.seconds, stop = agree_on_clock_and_ctrl_c(start, ctrl_c, world_size, device)  # rank 0 decides
             done = state.step >= cfg.max_iters or 0 < cfg.time_budget <= state.seconds
             if stop:
                 save_and_exit(run, bar)  # Ctrl-C: the state between two steps is whole, keep it
