@@ -28,7 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", default="out-code/ckpt.pt", help="a checkpoint trained on data/code.txt")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.8, 1.0], help="to compare")
     parser.add_argument("--samples", type=int, default=20, help="samples per prompt and temperature")
-    parser.add_argument("--max_new_tokens", type=int, default=800, help="characters per sample")
+    parser.add_argument("--max_new_tokens", type=int, default=1500, help="characters per sample")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
