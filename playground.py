@@ -33,6 +33,7 @@ from typing import List, Optional, Union
 import torch
 
 from config import HelpFormatter
+from generate import StopText
 from model import check_sampling_args, sampling_probs
 from prepare_qa_data import END, prompt as qa_prompt
 from utils import REPO_DIR, UserError, get_device, load_checkpoint, load_model, run_main
@@ -284,13 +285,6 @@ def sse(payload):
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def find_stop(text, stops, searched_from):
-    """The earliest index where any stop string starts in text (looking from searched_from), or -1."""
-    hits = [text.find(s, max(0, searched_from - len(s) + 1)) for s in stops]
-    hits = [h for h in hits if h >= 0]
-    return min(hits) if hits else -1
-
-
 def create_app(server):
     app = FastAPI(title="Mini-GPT playground", docs_url=None, redoc_url=None)
     app.state.server = server
@@ -385,21 +379,16 @@ def create_app(server):
                                          for layer in maps]}
 
     def answer_pieces(loaded, ids, max_tokens, temperature, top_p, seed):
-        """Yield (piece of the answer, finish reason or None): text up to the blank line that ends an answer.
-
-        The last len(END) - 1 characters are held back until they can't be the start of END."""
-        text, sent = "", 0
+        """Yield (piece of the answer, finish reason or None): text up to the blank line that ends an answer."""
+        text = StopText([END])
         for ch, _, _ in server.stream(loaded, ids, max_tokens, temperature, None, top_p, seed):
-            text += ch
-            cut = text.find(END, max(0, len(text) - len(END)))
-            if cut >= 0:
-                yield text[sent:cut], "stop"
+            piece = text.add(ch)
+            if text.stopped:
+                yield piece, "stop"
                 return
-            ready = len(text) - (len(END) - 1)
-            if ready > sent:
-                yield text[sent:ready], None
-                sent = ready
-        yield text[sent:], "length"
+            if piece:
+                yield piece, None
+        yield text.rest(), "length"
 
     @app.post("/api/chat")
     def chat(body: TextRequest):
@@ -441,29 +430,23 @@ def create_app(server):
                 for i, (p, ids) in enumerate(zip(prompts, encoded)) for j in range(body.n)]
 
         def run(job):
-            """Yield (text piece, logprob entry or None, finish_reason or None) for one choice."""
+            """Yield (text piece, its logprob entries, finish_reason or None) for one choice."""
             index, text_prompt, ids, seed = job
-            text, sent = "", 0
-            hold = max((len(s) for s in stops), default=1) - 1  # text that may still become a stop string
-            pending = []
+            text, pending = StopText(stops), []  # pending: one logprob entry per character not yet sent
             for ch, token_id, logits in server.stream(loaded, ids, body.max_tokens, body.temperature, body.top_k,
                                                       top_p, seed):
-                text += ch
                 if body.logprobs is not None:
                     logp = torch.log_softmax(logits.float(), dim=-1)
                     top = logp.topk(min(max(body.logprobs, 1), logp.numel()))
                     pending.append((ch, logp[token_id].item(), {loaded.tokenizer.itos[i]: v for v, i in
                                                                 zip(top.values.tolist(), top.indices.tolist())}))
-                cut = find_stop(text, stops, len(text) - 1) if stops else -1
-                if cut >= 0:
-                    yield text[sent:cut], pending[: cut - sent], "stop"
+                piece = text.add(ch)
+                if piece or text.stopped:
+                    yield piece, pending[: len(piece)], "stop" if text.stopped else None
+                    pending = pending[len(piece):]
+                if text.stopped:
                     return
-                ready = len(text) - hold
-                if ready > sent:
-                    yield text[sent:ready], pending[: ready - sent], None
-                    pending = pending[ready - sent:]
-                    sent = ready
-            yield text[sent:], pending, "length"
+            yield text.rest(), pending, "length"
 
         def logprob_block(entries, offset):
             if body.logprobs is None:

@@ -95,3 +95,12 @@ def test_a_text_file_or_an_edited_checkpoint_is_one_clear_line(tmp_path, capsys,
     torch.save(ckpt, edited)
     status = run(generate, "--checkpoint", edited)
     assert_clean_error(status, capsys.readouterr().err, "weights do not fit the model its config describes")
+
+
+def test_stop_text_holds_back_what_may_become_a_stop_string():
+    text = generate.StopText(["\n\n", "END"])
+    released = [text.add(ch) for ch in "ab\nc\nE"]
+    assert "".join(released) == "ab\nc" and not text.stopped  # "\n" and "E" may still start a stop string
+    assert text.add("N") == "\n" and text.add("D") == "" and text.stopped  # cut before END, never shown
+    plain = generate.StopText()
+    assert [plain.add(ch) for ch in "xy"] == ["x", "y"] and plain.rest() == ""
