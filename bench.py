@@ -19,6 +19,7 @@ import time
 import torch
 
 from config import CUDA_PRESET, PRESETS, HelpFormatter, add_config_args, choose_preset, config_from_args, validate
+from i18n import _, ljust, width
 from model import GPTModel
 from train import make_optimizer, should_compile, train_step
 from utils import UserError, autocast_context, get_device, run_main, set_seed
@@ -27,7 +28,7 @@ from utils import UserError, autocast_context, get_device, run_main, set_seed
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+    parser.add_argument("--preset", choices=[*sorted(PRESETS), "none"], default=None,
                         help=f"model size from config.py (default: {CUDA_PRESET} on CUDA, config.py's values elsewhere)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--vocab_size", type=int, default=65, help="vocabulary size (65 = tiny Shakespeare)")
@@ -141,19 +142,22 @@ def bench_generation(model, args, device):
 def main(argv=None):
     args = parse_args(argv)
     device = get_device(args.device)
-    preset = choose_preset(args.preset, device, 0)
+    preset = choose_preset(args.preset, device)
     try:
         cfg = config_from_args(args, preset)
         validate(cfg)
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.repeats < 1 or min(args.steps, args.warmup, args.gen_tokens) < 0:
-        raise UserError("--repeats must be >= 1; --steps, --warmup and --gen_tokens must be >= 0")
+        raise UserError(_("--repeats must be >= 1; --steps, --warmup and --gen_tokens must be >= 0"))
 
     hardware = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_name()
-    print(f"device: {device} ({hardware}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print(f"config: n_embd {cfg.n_embd}, num_heads {cfg.num_heads}, n_layer {cfg.n_layer}, block_size "
-          f"{cfg.block_size}, batch_size {cfg.batch_size}, grad_accum {cfg.grad_accum}, vocab {args.vocab_size}")
+    print(_("device: {device} ({hardware}), torch {torch}, {threads} CPU threads").format(
+        device=device, hardware=hardware, torch=torch.__version__, threads=torch.get_num_threads()))
+    print(_("config: n_embd {n_embd}, num_heads {num_heads}, n_layer {n_layer}, block_size {block_size}, batch_size "
+            "{batch_size}, grad_accum {grad_accum}, vocab {vocab}, optimizer {optimizer}").format(
+        vocab=args.vocab_size, **{k: getattr(cfg, k) for k in ("n_embd", "num_heads", "n_layer", "block_size",
+                                                                "batch_size", "grad_accum", "optimizer")}))
 
     peak = matmul_peak_gflops(device)
     if args.steps:
@@ -178,29 +182,35 @@ def main(argv=None):
         "peak_memory_mb": peak_memory_mb(device),
     }
 
-    rows = [("parameters", f"{model.num_params() / 1e6:.2f}M")]
+    rows = [(_("parameters"), f"{model.num_params() / 1e6:.2f}M")]
     if train_rates:
         rows += [
-            ("training tokens/s (median)", f"{train_median:,.0f}   (min {min(train_rates):,.0f}, max "
-                                           f"{max(train_rates):,.0f}, {args.repeats} x {args.steps} steps, "
-                                           f"{results['autocast']}{', compiled' if compiled else ''})"),
-            ("training GFLOP/s", f"{achieved:,.1f}   ({fpt / 1e6:.2f} MFLOP per token)"),
-            ("fp32 matmul peak GFLOP/s", f"{peak:,.1f}   (2048^3 matmul, measured now)"),
-            ("fraction of peak", f"{achieved / peak:.0%}"),
+            (_("training tokens/s (median)"),
+             _("{median:,.0f}   (min {min:,.0f}, max {max:,.0f}, {repeats} x {steps} steps, {precision})").format(
+                 median=train_median, min=min(train_rates), max=max(train_rates), repeats=args.repeats,
+                 steps=args.steps, precision=results["autocast"] + (", compiled" if compiled else ""))),
+            (_("training GFLOP/s"), _("{gflops:,.1f}   ({mflop:.2f} MFLOP per token)").format(gflops=achieved,
+                                                                                              mflop=fpt / 1e6)),
+            (_("fp32 matmul peak GFLOP/s"), _("{gflops:,.1f}   (2048^3 matmul, measured now)").format(gflops=peak)),
+            (_("fraction of peak"), f"{achieved / peak:.0%}"),
         ]
     if gen:
         cached, uncached = (results["generate_tokens_per_s_median"][k] for k in ("cached", "uncached"))
-        rows.append(("generation tokens/s, KV cache", f"{cached:,.0f}   ({args.gen_tokens} tokens from a 1-token prompt)"))
-        rows.append(("generation tokens/s, no cache", f"{uncached:,.0f}   (the cache is {cached / uncached:.1f}x faster)"))
-    rows.append(("peak memory", f"{results['peak_memory_mb']:,.0f} MB ({'GPU' if device != 'cpu' else 'process RSS'})"))
-    width = max(len(name) for name, _ in rows)
+        rows.append((_("generation tokens/s, KV cache"),
+                     _("{rate:,.0f}   ({n} tokens from a 1-token prompt)").format(rate=cached, n=args.gen_tokens)))
+        rows.append((_("generation tokens/s, no cache"),
+                     _("{rate:,.0f}   (the cache is {ratio:.1f}x faster)").format(rate=uncached,
+                                                                                  ratio=cached / uncached)))
+    memory = "GPU" if device != "cpu" else _("process RSS")
+    rows.append((_("peak memory"), f"{results['peak_memory_mb']:,.0f} MB ({memory})"))
+    columns = max(width(name) for name, value in rows)
     print()
     for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+        print(f"{ljust(name, columns)}  {value}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
-        print(f"\nwrote {args.json}")
+        print("\n" + _("wrote {path}").format(path=args.json))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 
 from config import HelpFormatter
 from generate import sample_text
+from i18n import _
 from model import check_sampling_args
 from prepare_qa_data import END, prompt
 from utils import UserError, get_device, load_model, run_main, set_seed
@@ -34,11 +35,11 @@ def parse_args(argv=None):
 def problem_with(question, tokenizer):
     """Why the model can't be asked this question, or None if it can."""
     if not question.strip():
-        return "the question is empty; ask something, e.g. 37+58等于多少？"
+        return _("the question is empty; ask something, e.g. 37+58等于多少？")
     unknown = sorted(set(prompt(question.strip())) - set(tokenizer.stoi))
     if unknown:
-        return (f"the model has never seen {', '.join(map(repr, unknown))}, so it can't read this question; "
-                "ask it without them")
+        return _("the model has never seen {chars}, so it can't read this question; ask it without them").format(
+            chars=", ".join(map(repr, unknown)))
     return None
 
 
@@ -57,11 +58,11 @@ def main(argv=None):
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.max_new_tokens < 1:
-        raise UserError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
+        raise UserError(_("--max_new_tokens must be >= 1, got {value}").format(value=args.max_new_tokens))
     model, tokenizer = load_model(args.checkpoint, get_device(args.device))
     if "答" not in tokenizer.stoi:
-        raise UserError(f"{args.checkpoint} was not trained on Q&A text; train one with "
-                        "python3 prepare_qa_data.py && python3 train.py --data data/qa.txt --out_dir out-qa")
+        raise UserError(_("{path} was not trained on Q&A text; train one with python3 prepare_qa_data.py && python3 "
+                          "train.py --data data/qa.txt --out_dir out-qa").format(path=args.checkpoint))
     set_seed(args.seed)
 
     def write(text):
@@ -74,7 +75,7 @@ def main(argv=None):
             raise UserError(problem)
         answer(model, tokenizer, args.question, args, write)
         return
-    print("问一个问题（例如 37+58等于多少？ 或 「床前明月光」的下一句是什么？）；Ctrl-D 或 Ctrl-C 退出。")
+    print(_("Ask a question (for example 37+58等于多少？ or 「床前明月光」的下一句是什么？); Ctrl-D or Ctrl-C quits."))
     while True:
         try:
             question = input("问：")

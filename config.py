@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+from i18n import _
+
 
 def _param(default, help):
     return field(default=default, metadata={"help": help})
@@ -31,11 +33,15 @@ class Config:
     max_iters: int = _param(5000, "stop after this many training steps (or at time_budget, whichever comes first)")
     eval_interval: int = _param(500, "evaluate train/val loss every this many steps")
     eval_iters: int = _param(20, "batches averaged for each loss estimate")
-    learning_rate: float = _param(4e-3, "peak AdamW learning rate")
+    optimizer: str = _param("muon", "muon: Muon for the blocks' weight matrices and AdamW for the rest; "
+                                    "adamw: AdamW for every parameter")
+    learning_rate: float = _param(4e-3, "peak learning rate")
+    schedule: str = _param("wsd", "learning-rate schedule after warmup: wsd (flat, then a linear cooldown) or cosine")
     warmup_fraction: float = _param(0.03, "fraction of the run (by steps or by the clock) spent warming the "
-                                          "learning rate up, before the cosine decay")
-    min_lr_ratio: float = _param(0.05, "the cosine decay ends at learning_rate * min_lr_ratio")
-    weight_decay: float = _param(0.6, "AdamW weight decay (of weight matrices and embeddings)")
+                                          "learning rate up")
+    cooldown_fraction: float = _param(0.3, "wsd only: the last fraction of the run, spent lowering the learning rate")
+    min_lr_ratio: float = _param(0.05, "the schedule ends at learning_rate * min_lr_ratio")
+    weight_decay: float = _param(0.6, "weight decay of the weight matrices and embeddings")
     grad_clip: float = _param(1.0, "clip the gradient norm to this (0 = off)")
     grad_accum: int = _param(1, "micro-batches summed into each optimizer step (a bigger batch in less memory)")
     time_budget: float = _param(580.0, "stop after this many seconds of training (0 = no limit): with start-up and "
@@ -64,21 +70,23 @@ PRESETS = {
 # defaults above. Set it to None to make GPU runs use the defaults above too.
 CUDA_PRESET = "default"
 
-# With no --preset, a short --time_budget off CUDA uses the "quick" preset: a bigger model needs
-# more steps before it pulls ahead, so in a minute or two a 2-layer model learns the most.
-QUICK_BUDGET_SECONDS = 240
-
-
-def choose_preset(requested, device, time_budget):
-    """The preset a run uses: the one asked for, else CUDA_PRESET on CUDA, else "quick" for a
-    short time budget, else None (config.py's values as they stand)."""
+def choose_preset(requested, device):
+    """The preset a run uses: the one asked for ("none": config.py's values), else CUDA_PRESET on
+    CUDA, else None (config.py's values as they stand, so an edit above always takes effect on a CPU
+    or a Mac; on CUDA, train.py says at the start which preset replaced them)."""
+    if requested == "none":
+        return None
     if requested:
         return requested
     if str(device).startswith("cuda"):
         return CUDA_PRESET
-    if 0 < time_budget <= QUICK_BUDGET_SECONDS:
-        return "quick"
     return None
+
+
+def preset_sizes(name):
+    """"n_embd 384, num_heads 6, ...": the model-size fields a preset sets."""
+    sizes = ("n_embd", "num_heads", "n_layer", "block_size")
+    return ", ".join(f"{k} {v}" for k, v in PRESETS[name].items() if k in sizes)
 
 
 def apply_overrides(cfg, overrides):
@@ -86,7 +94,7 @@ def apply_overrides(cfg, overrides):
     names = {f.name for f in dataclasses.fields(Config)}
     unknown = set(overrides) - names
     if unknown:
-        raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        raise ValueError(_("unknown config field(s): {names}").format(names=", ".join(sorted(unknown))))
     return dataclasses.replace(cfg, **overrides)
 
 
@@ -122,23 +130,29 @@ def config_from_args(args, preset=None):
 def validate(cfg):
     """Raise ValueError with a clear message for settings that cannot work."""
     checks = [
-        (cfg.n_embd >= 1 and cfg.num_heads >= 1 and cfg.n_layer >= 1, "n_embd, num_heads and n_layer must be >= 1"),
-        (cfg.n_embd % cfg.num_heads == 0, f"n_embd ({cfg.n_embd}) must be divisible by num_heads ({cfg.num_heads})"),
-        (cfg.block_size >= 1, "block_size must be >= 1"),
-        (0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}"),
-        (cfg.batch_size >= 1, "batch_size must be >= 1"),
-        (cfg.max_iters >= 0, "max_iters must be >= 0"),
-        (cfg.eval_interval >= 1, "eval_interval must be >= 1"),
-        (cfg.eval_iters >= 1, "eval_iters must be >= 1"),
-        (cfg.learning_rate > 0, f"learning_rate must be > 0, got {cfg.learning_rate}"),
-        (0.0 <= cfg.warmup_fraction < 1.0, f"warmup_fraction must be in [0, 1), got {cfg.warmup_fraction}"),
-        (0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}"),
-        (cfg.weight_decay >= 0, "weight_decay must be >= 0"),
-        (cfg.grad_clip >= 0, "grad_clip must be >= 0"),
-        (cfg.grad_accum >= 1, "grad_accum must be >= 1"),
-        (cfg.time_budget >= 0, "time_budget must be >= 0 seconds"),
-        (cfg.compile in ("auto", "true", "false"), f"compile must be auto, true or false, got {cfg.compile!r}"),
-        (cfg.sample_tokens >= 0, "sample_tokens must be >= 0"),
+        (cfg.n_embd >= 1 and cfg.num_heads >= 1 and cfg.n_layer >= 1, _("n_embd, num_heads and n_layer must be >= 1")),
+        (cfg.n_embd % cfg.num_heads == 0, _("n_embd ({n_embd}) must be divisible by num_heads ({num_heads})").format(
+            n_embd=cfg.n_embd, num_heads=cfg.num_heads)),
+        (cfg.block_size >= 1, _("block_size must be >= 1")),
+        (0.0 <= cfg.dropout < 1.0, _("dropout must be in [0, 1), got {value}").format(value=cfg.dropout)),
+        (cfg.batch_size >= 1, _("batch_size must be >= 1")),
+        (cfg.max_iters >= 0, _("max_iters must be >= 0")),
+        (cfg.eval_interval >= 1, _("eval_interval must be >= 1")),
+        (cfg.eval_iters >= 1, _("eval_iters must be >= 1")),
+        (cfg.learning_rate > 0, _("learning_rate must be > 0, got {value}").format(value=cfg.learning_rate)),
+        (0.0 <= cfg.warmup_fraction < 1.0, _("warmup_fraction must be in [0, 1), got {value}").format(
+            value=cfg.warmup_fraction)),
+        (cfg.optimizer in ("muon", "adamw"), _("optimizer must be muon or adamw, got {value!r}").format(value=cfg.optimizer)),
+        (cfg.schedule in ("wsd", "cosine"), _("schedule must be wsd or cosine, got {value!r}").format(value=cfg.schedule)),
+        (0.0 < cfg.cooldown_fraction <= 1.0, _("cooldown_fraction must be in (0, 1], got {value}").format(
+            value=cfg.cooldown_fraction)),
+        (0.0 <= cfg.min_lr_ratio <= 1.0, _("min_lr_ratio must be in [0, 1], got {value}").format(value=cfg.min_lr_ratio)),
+        (cfg.weight_decay >= 0, _("weight_decay must be >= 0")),
+        (cfg.grad_clip >= 0, _("grad_clip must be >= 0")),
+        (cfg.grad_accum >= 1, _("grad_accum must be >= 1")),
+        (cfg.time_budget >= 0, _("time_budget must be >= 0 seconds")),
+        (cfg.compile in ("auto", "true", "false"), _("compile must be auto, true or false, got {value!r}").format(value=cfg.compile)),
+        (cfg.sample_tokens >= 0, _("sample_tokens must be >= 0")),
     ]
     for ok, message in checks:
         if not ok:

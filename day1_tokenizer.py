@@ -12,11 +12,11 @@ def main():
     print("=" * 50)
     print("实验1：英文分词器")
     print("=" * 50)
-    print(f"原始文本: {text}")
+    print(f"原始文本：{text}")
 
     tokenizer = CharTokenizer(text)
-    print(f"\n词汇表大小: {tokenizer.vocab_size}")
-    print(f"所有字符: {sorted(tokenizer.stoi.keys())}")
+    print(f"\n词汇表大小：{tokenizer.vocab_size}")
+    print(f"所有字符：{sorted(tokenizer.stoi.keys())}")
     print("\n字符→数字映射（stoi）：")
     for char, idx in sorted(tokenizer.stoi.items()):
         print(f"  {char!r} → {idx}")
@@ -26,9 +26,9 @@ def main():
 
     test_word = "hello"
     encoded = tokenizer.encode(test_word)
-    print(f"\n编码 '{test_word}': {encoded}")
+    print(f"\n编码 '{test_word}'：{encoded}")
     decoded = tokenizer.decode(encoded)
-    print(f"解码回来 (itos): '{decoded}'")
+    print(f"解码回来 (itos)：'{decoded}'")
     print("\n验证：解码结果和原文一致 ✓" if test_word == decoded else "\n✗ 错误！编码再解码没有得到原文")
 
     # ===== Experiment 2: mixed Chinese and English =====
@@ -37,12 +37,12 @@ def main():
     print("=" * 50)
     mixed_text = "Hello 你好"
     tokenizer2 = CharTokenizer(mixed_text)
-    print(f"原始文本: {mixed_text}")
-    print(f"词汇表大小: {tokenizer2.vocab_size}")
-    print(f"字符集: {sorted(tokenizer2.stoi.keys())}")
+    print(f"原始文本：{mixed_text}")
+    print(f"词汇表大小：{tokenizer2.vocab_size}")
+    print(f"字符集：{sorted(tokenizer2.stoi.keys())}")
     encoded_mixed = tokenizer2.encode(mixed_text)
-    print(f"\n编码: {encoded_mixed}")
-    print(f"解码: '{tokenizer2.decode(encoded_mixed)}'")
+    print(f"\n编码：{encoded_mixed}")
+    print(f"解码：'{tokenizer2.decode(encoded_mixed)}'")
     print("每个汉字都是一个独立的 token，所以中文文本的词汇表通常比英文大得多。")
 
     # ===== Experiment 3: statistics of the real data set =====
@@ -50,15 +50,15 @@ def main():
     print("实验3：数据集统计")
     print("=" * 50)
     shakespeare = read_text(REPO_DIR / "data" / "input.txt")
-    print(f"莎士比亚文本长度: {len(shakespeare):,} 字符")
+    print(f"莎士比亚文本长度：{len(shakespeare):,} 字符")
     tokenizer3 = CharTokenizer(shakespeare)
-    print(f"唯一字符数: {tokenizer3.vocab_size}")
-    print(f"前100个字符: {shakespeare[:100]}")
+    print(f"唯一字符数：{tokenizer3.vocab_size}")
+    print(f"前100个字符：{shakespeare[:100]}")
     sample = shakespeare[:10]
     sample_encoded = tokenizer3.encode(sample)
-    print(f"\n样本: {sample!r}")
-    print(f"编码: {sample_encoded}")
-    print(f"解码: {tokenizer3.decode(sample_encoded)!r}")
+    print(f"\n样本：{sample!r}")
+    print(f"编码：{sample_encoded}")
+    print(f"解码：{tokenizer3.decode(sample_encoded)!r}")
 
     # ===== Experiment 4: a character never seen in training (question 3 below) =====
     print("\n" + "=" * 50)

@@ -24,9 +24,9 @@ def main():
         [0.0, 1.0],  # word 2
         [0.5, 0.5],  # word 3
     ])  # (T=3, C=2)
-    print(f"序列形状: {tuple(sequence.shape)}")
+    print(f"序列形状：{tuple(sequence.shape)}")
     print("3个词，每个词2维\n")
-    print("序列内容:")
+    print("序列内容：")
     print(sequence)
 
     # ===== Part 2: Q, K, V =====
@@ -42,26 +42,26 @@ def main():
     print("\n【第3步】计算注意力分数")
     print("-" * 60)
     scores = Q @ K.transpose(0, 1)  # (3, 2) @ (2, 3) -> (3, 3)
-    print(f"注意力分数矩阵形状: {tuple(scores.shape)}")
-    print("\n注意力分数 (Q @ K^T):")
+    print(f"注意力分数矩阵形状：{tuple(scores.shape)}")
+    print("\n注意力分数 (Q @ K^T)：")
     print(scores)
-    print("\n解释: scores[i][j] = 词i对词j的关注程度")
+    print("\n解释：scores[i][j] = 词i对词j的关注程度")
     d_k = Q.shape[-1]
     scores_scaled = scores / (d_k ** 0.5)
-    print(f"\n缩放后 (除以 √{d_k}，防止维度大时分数过大、softmax 过于尖锐):")
+    print(f"\n缩放后 (除以 √{d_k}，防止维度大时分数过大、softmax 过于尖锐)：")
     print(scores_scaled)
     attention_weights = F.softmax(scores_scaled, dim=-1)  # (3, 3)
-    print("\nSoftmax 后 (转换成概率):")
+    print("\nSoftmax 后 (转换成概率)：")
     print(attention_weights)
-    print("\n每一行的和:", attention_weights.sum(dim=-1))
+    print("\n每一行的和：", attention_weights.sum(dim=-1))
     print("✓ 每行和为1，这就是概率分布！")
 
     # ===== Part 4: apply the weights to V =====
     print("\n【第4步】应用注意力到 Value")
     print("-" * 60)
     output = attention_weights @ V  # (3, 3) @ (3, 2) -> (3, 2)
-    print(f"输出形状: {tuple(output.shape)}")
-    print("\n输出:")
+    print(f"输出形状：{tuple(output.shape)}")
+    print("\n输出：")
     print(output)
     print("\n这就是注意力的结果！每个词的输出 = 所有词的 Value 的加权平均")
 
@@ -69,36 +69,36 @@ def main():
     print("\n【第5步】因果掩码 (Causal Mask)")
     print("-" * 60)
     mask = torch.tril(torch.ones(3, 3))
-    print("因果掩码 (下三角矩阵):")
+    print("因果掩码 (下三角矩阵)：")
     print(mask)
     print("\n1表示可以看，0表示不能看（生成文字时，未来的字还不存在）")
     scores_masked = scores_scaled.masked_fill(mask == 0, float("-inf"))
-    print("\n应用掩码后:")
+    print("\n应用掩码后：")
     print(scores_masked)
     print("\n-inf 的位置在 softmax 后会变成0")
     attention_weights_masked = F.softmax(scores_masked, dim=-1)
-    print("\nSoftmax 后:")
+    print("\nSoftmax 后：")
     print(attention_weights_masked)
-    print("\n观察:")
-    print("- 第1行: 只能看自己")
-    print("- 第2行: 可以看前2个词")
-    print("- 第3行: 可以看所有3个词")
+    print("\n观察：")
+    print("- 第1行：只能看自己")
+    print("- 第2行：可以看前2个词")
+    print("- 第3行：可以看所有3个词")
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for ax, weights, title in [(axes[0], attention_weights, "Attention Weights (No Mask)"),
-                               (axes[1], attention_weights_masked, "Attention Weights (Causal Mask)")]:
+    plt = pyplot(chinese=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4))
+    for ax, weights, title in [(axes[0], attention_weights, "注意力权重（不加掩码）"),
+                               (axes[1], attention_weights_masked, "注意力权重（因果掩码：看不到未来）")]:
         image = ax.imshow(weights.numpy(), cmap="Blues", vmin=0, vmax=1)
         for i in range(3):
             for j in range(3):
                 # Dark text on light cells, white on dark ones, so every number can be read.
                 color = "white" if weights[i, j] > 0.55 else "black"
                 ax.text(j, i, f"{weights[i, j]:.2f}", ha="center", va="center", color=color)
-        ax.set_xticks(range(3), ["word 1", "word 2", "word 3"])  # one tick per cell, on its centre
-        ax.set_yticks(range(3), ["word 1", "word 2", "word 3"])
+        ax.set_xticks(range(3), ["词 1", "词 2", "词 3"])  # one tick per cell, on its centre
+        ax.set_yticks(range(3), ["词 1", "词 2", "词 3"])
         ax.set_title(title)
-        ax.set_xlabel("Key Position")
-        ax.set_ylabel("Query Position")
+        ax.set_xlabel("被看的位置（key）")
+        ax.set_ylabel("正在看的位置（query）")
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig("day3_attention.png", dpi=120)
@@ -113,10 +113,10 @@ def main():
     n_embd, head_size, block_size = 32, 8, 10
     head = Head(n_embd, head_size, block_size)
     x = torch.randn(1, 5, n_embd)  # (batch=1, seq_len=5, n_embd=32)
-    print(f"\n输入形状: {tuple(x.shape)}")
+    print(f"\n输入形状：{tuple(x.shape)}")
     with torch.no_grad():
         out = head(x)  # (1, 5, head_size)
-        print(f"输出形状: {tuple(out.shape)}  (每个位置得到一个 {head_size} 维的向量)")
+        print(f"输出形状：{tuple(out.shape)}  (每个位置得到一个 {head_size} 维的向量)")
         # The same six steps by hand, with the head's own linear layers:
         q, k, v = head.query(x), head.key(x), head.value(x)  # (1, 5, 8) each
         wei = q @ k.transpose(-2, -1) / head_size ** 0.5  # (1, 5, 5)

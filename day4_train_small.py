@@ -41,24 +41,24 @@ def main(argv=None):
 
     set_seed(1337)
     device = get_device(args.device)
-    print(f"使用设备: {device}")
+    print(f"使用设备：{device}")
 
     # ===== Data =====
     text = read_text(REPO_DIR / "data" / "input.txt")[:10000]  # the first 10,000 characters: faster
-    print(f"\n数据长度: {len(text)} 字符")
+    print(f"\n数据长度：{len(text)} 字符")
     tokenizer = CharTokenizer(text)
     vocab_size = tokenizer.vocab_size
-    print(f"词汇表大小: {vocab_size}")
+    print(f"词汇表大小：{vocab_size}")
     data = torch.tensor(tokenizer.encode(text), dtype=torch.long)  # (N,)
     train_data, val_data = train_val_split(data, 0.9)
-    print(f"训练集: {len(train_data)} tokens")
-    print(f"验证集: {len(val_data)} tokens")
+    print(f"训练集：{len(train_data)} tokens")
+    print(f"验证集：{len(val_data)} tokens")
 
     # ===== Model and optimizer =====
     model = GPTModel(vocab_size=vocab_size, n_embd=n_embd, num_heads=num_heads,
                      n_layer=n_layer, block_size=block_size, dropout=dropout).to(device)
     n_params = model.num_params()
-    print(f"\n模型参数: {n_params:,}")
+    print(f"\n模型参数：{n_params:,}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
 
     # ===== Training loop =====
@@ -91,7 +91,7 @@ def main(argv=None):
     print("=" * 60)
     context = torch.zeros((1, 1), dtype=torch.long, device=device)  # start from token 0 ('\n')
     generated = model.generate(context, max_new_tokens=200, temperature=0.8, top_k=50)
-    print("\n生成的文本:")
+    print("\n生成的文本：")
     print("-" * 60)
     print(tokenizer.decode(generated[0].tolist()))
     print("-" * 60)
@@ -111,11 +111,11 @@ def main(argv=None):
     print("=" * 60)
     print(f"""
 训练配置:
-- 数据量: {len(text)} 字符
-- 训练步数: {max_iters}
-- 模型参数: {n_params:,}
-- 最终训练 loss: {history['train'][-1]:.4f}
-- 最终验证 loss: {history['val'][-1]:.4f}
+- 数据量：{len(text)} 字符
+- 训练步数：{max_iters}
+- 模型参数：{n_params:,}
+- 最终训练 loss：{history['train'][-1]:.4f}
+- 最终验证 loss：{history['val'][-1]:.4f}
 
 观察:
 1. Loss 是否下降？（起点约为 ln({vocab_size}) = {torch.log(torch.tensor(float(vocab_size))).item():.2f}，即随机猜）

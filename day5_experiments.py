@@ -17,6 +17,7 @@ and the pictures exp1_model_size.png and exp2_learning_rate.png.
 import argparse
 import contextlib
 import csv
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -120,7 +121,8 @@ def train_run(name, out_dir, flags, device):
     argv = [*map(str, flags), "--out_dir", str(out_dir), "--device", device, "--sample_tokens", "0"]
     with open(out_dir / "train.txt", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
         train.main(argv)  # its progress bar still shows, on stderr
-    rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(out_dir / "log.csv"))]
+    rows = [{k: float(v) if v else math.nan for k, v in row.items()}  # full_val_loss: only on the best row
+            for row in csv.DictReader(open(out_dir / "log.csv"))]
     model, _ = load_model(out_dir / "last.pt")
     cfg = torch.load(out_dir / "last.pt", weights_only=True)["config"]
     return Result(name, out_dir, rows, model.num_params(), cfg["batch_size"], cfg["block_size"])

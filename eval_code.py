@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from config import HelpFormatter
+from i18n import _
 from model import check_sampling_args
 from utils import UserError, get_device, load_checkpoint, load_model, run_main, set_seed
 
@@ -80,16 +81,16 @@ def main(argv=None):
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.samples < 1 or args.max_new_tokens < 1:
-        raise UserError("--samples and --max_new_tokens must be >= 1")
+        raise UserError(_("--samples and --max_new_tokens must be >= 1"))
     device = get_device(args.device)
     model, tokenizer = load_model(args.checkpoint, device)
     missing = [p for p in PROMPTS if set(p) - set(tokenizer.stoi)]
     if missing or "\n" not in tokenizer.stoi:
-        raise UserError(f"{args.checkpoint} was not trained on Python code; train one with "
-                        "python3 prepare_code_data.py && python3 train.py --data data/code.txt --out_dir out-code")
+        raise UserError(_("{path} was not trained on Python code; train one with python3 prepare_code_data.py && "
+                          "python3 train.py --data data/code.txt --out_dir out-code").format(path=args.checkpoint))
     val = load_checkpoint(args.checkpoint).get("best_val_loss")
     rows, examples = [], {}
-    for temperature in tqdm(args.temperatures, desc="temperatures"):
+    for temperature in tqdm(args.temperatures, desc=_("temperatures")):
         counts = {"blocks": 0, "parsed": 0, "unfinished": 0}
         for text_prompt in PROMPTS:
             set_seed(args.seed)
@@ -110,11 +111,11 @@ def main(argv=None):
                     f"{counts['unfinished']} |")
     table = ["| temperature | complete blocks | parse with ast.parse | parse rate | unfinished (left out) |",
              "| ---: | ---: | ---: | ---: | ---: |", *rows]
-    print(f"checkpoint {args.checkpoint}: best val loss {val:.4f}" if val is not None else "")
+    print(_("checkpoint {path}: best val loss {val:.4f}").format(path=args.checkpoint, val=val) if val is not None else "")
     print("\n".join(table))
     if examples:
         best = min(examples)
-        print(f"\na generated function that parses (temperature {best:g}):\n\n{examples[best]}")
+        print("\n" + _("a generated function that parses (temperature {t:g}):").format(t=best) + "\n\n" + examples[best])
     if args.out:
         text = (f"Best val loss of `{args.checkpoint}`: **{val:.4f}**.\n\n" if val is not None else "")
         text += (f"{args.samples} samples of {args.max_new_tokens} characters per prompt (`def `, `class `) and "
@@ -123,7 +124,7 @@ def main(argv=None):
             text += f"\nA generated function that parses (temperature {best:g}):\n\n```python\n{examples[best]}```\n"
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text, encoding="utf-8")
-        print(f"wrote {args.out}")
+        print(_("wrote {path}").format(path=args.out))
 
 
 if __name__ == "__main__":

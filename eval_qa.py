@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from config import HelpFormatter
+from i18n import _
 from prepare_qa_data import END, prompt
 from utils import REPO_DIR, UserError, get_device, load_model, read_text, run_main
 
@@ -49,7 +50,8 @@ def read_heldout(path):
     for number, line in enumerate(read_text(path).splitlines(), 1):
         parts = line.split("\t")
         if len(parts) != 3:
-            raise UserError(f"{path}, line {number}: expected kind, question and answer separated by tabs")
+            raise UserError(_("{path}, line {number}: expected kind, question and answer separated by tabs").format(
+                path=path, number=number))
         rows.append(tuple(parts))
     return rows
 
@@ -86,16 +88,17 @@ def most_frequent_author(train_text):
 def main(argv=None):
     args = parse_args(argv)
     if args.batch_size < 1:
-        raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+        raise UserError(_("--batch_size must be >= 1, got {value}").format(value=args.batch_size))
     device = get_device(args.device)
     rows = read_heldout(args.heldout)
     model, tokenizer = load_model(args.checkpoint, device)
     unknown = sorted({ch for _, q, _ in rows for ch in prompt(q)} - set(tokenizer.stoi))
     if unknown:
-        raise UserError(f"{args.checkpoint} does not know {', '.join(map(repr, unknown[:10]))}: it was not trained on "
-                        f"the text {args.heldout} was made with. Train it with --data data/qa.txt")
+        raise UserError(_("{path} does not know {chars}: it was not trained on the text {heldout} was made with. "
+                          "Train it with --data data/qa.txt").format(path=args.checkpoint, heldout=args.heldout,
+                                                                     chars=", ".join(map(repr, unknown[:10]))))
     longest = max(len(a) for _, _, a in rows)
-    with tqdm(total=len(rows), desc="answering", unit="q") as bar:
+    with tqdm(total=len(rows), desc=_("answering"), unit="q") as bar:
         answers = answer_all(model, tokenizer, [q for _, q, _ in rows], args.batch_size, longest + len(END) + 2,
                              device, bar)
 
@@ -117,9 +120,10 @@ def main(argv=None):
         table.append(f"| {label} | {len(items)} | **{scores[kind]:.1%}** | {base} |")
     print("\n".join(table))
     examples = [(k, q, a, answers[q]) for k, q, a in rows[:: max(1, len(rows) // 8)]]
-    print("\nexamples:")
+    print("\n" + _("examples:"))
     for k, q, a, got in examples:
-        print(f"  {q} -> {got!r} ({'right' if got == a else 'expected ' + repr(a)})")
+        verdict = _("right") if got == a else _("expected {answer!r}").format(answer=a)
+        print(f"  {q} -> {got!r} ({verdict})")
     if args.out:
         lines = ["| question | expected | model's answer |", "| --- | --- | --- |"]
         lines += [f"| {q} | {a} | {got}{' ✓' if got == a else ' ✗'} |" for _, q, a, got in examples]
@@ -130,7 +134,7 @@ def main(argv=None):
                   "generated greedily until the blank line that ends an answer (`python3 eval_qa.py`).\n\n")
         Path(args.out).write_text(header + "\n".join(table) + "\n\nSome held-out questions and the answers given:\n\n"
                                   + "\n".join(lines) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.out}")
+        print("\n" + _("wrote {path}").format(path=args.out))
 
 
 if __name__ == "__main__":

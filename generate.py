@@ -14,6 +14,7 @@ import time
 import torch
 
 from config import HelpFormatter
+from i18n import _
 from model import check_sampling_args
 from utils import UserError, get_device, load_model, read_text, run_main, set_seed
 
@@ -110,14 +111,14 @@ def main(argv=None):
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.max_new_tokens < 0:
-        raise UserError(f"--max_new_tokens must be >= 0, got {args.max_new_tokens}")
+        raise UserError(_("--max_new_tokens must be >= 0, got {value}").format(value=args.max_new_tokens))
     if args.num_samples < 1:
-        raise UserError(f"--num_samples must be >= 1, got {args.num_samples}")
+        raise UserError(_("--num_samples must be >= 1, got {value}").format(value=args.num_samples))
     if args.stop == "":
-        raise UserError("--stop is empty; give the text that should end a sample")
+        raise UserError(_("--stop is empty; give the text that should end a sample"))
     prompt = read_text(args.prompt_file) if args.prompt_file else unescape(args.prompt)
     if not prompt:
-        raise UserError("--prompt is empty; give at least one character (the default is a newline)")
+        raise UserError(_("--prompt is empty; give at least one character (the default is a newline)"))
 
     device = get_device(args.device)
     model, tokenizer = load_model(args.checkpoint, device)
@@ -138,7 +139,7 @@ def main(argv=None):
     context = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)  # (1, T)
     for i in range(args.num_samples):
         if args.num_samples > 1:
-            print(f"---------- sample {i + 1} ----------")
+            print(_("---------- sample {n} ----------").format(n=i + 1))
         write(prompt)
         start = time.perf_counter()
         count = sample_text(model, tokenizer, context, write, args.max_new_tokens, args.temperature, args.top_k,
@@ -147,8 +148,9 @@ def main(argv=None):
         seconds = time.perf_counter() - start
         print()
         if args.stream:  # a speed line for the curious, on stderr so piped output stays clean
-            print(f"[{count} tokens in {seconds:.2f}s: {count / max(seconds, 1e-9):.0f} tokens/s"
-                  f"{', no KV cache' if args.no_cache else ''}]", file=sys.stderr)
+            speed = _("[{count} tokens in {seconds:.2f}s: {rate:.0f} tokens/s]").format(
+                count=count, seconds=seconds, rate=count / max(seconds, 1e-9))
+            print(speed + (_(" (no KV cache)") if args.no_cache else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from i18n import _
+
 
 class Head(nn.Module):
     """One head of causal self-attention, exactly as day 3 computes it by hand.
@@ -348,11 +350,11 @@ def window_start(length, block_size, start=None):
 def check_sampling_args(temperature, top_k=None, top_p=None):
     """Raise ValueError with a clear message for sampling settings that make no sense."""
     if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+        raise ValueError(_("temperature must be a finite number >= 0 (0 = greedy), got {value}").format(value=temperature))
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1 (or None to disable), got {top_k}")
+        raise ValueError(_("top_k must be at least 1 (or None to disable), got {value}").format(value=top_k))
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] (or None to disable), got {top_p}")
+        raise ValueError(_("top_p must be in (0, 1] (or None to disable), got {value}").format(value=top_p))
 
 
 def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):

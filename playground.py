@@ -22,6 +22,7 @@ sampling_probs and attention_maps.
 import argparse
 import asyncio
 import json
+import math
 import secrets
 import sys
 import threading
@@ -104,13 +105,15 @@ class Loaded:
 def load(path, device, qa=None):
     model, tokenizer = load_model(path, device)
     ckpt = load_checkpoint(path, "cpu")
-    history = [list(row) for row in ckpt.get("history", [])]
+    # JSON has no NaN: an unmeasured number (e.g. full_val_loss on all but the best row) becomes null.
+    history = [[v if not (isinstance(v, float) and math.isnan(v)) else None for v in row]
+               for row in ckpt.get("history", [])]
     is_qa = qa if qa is not None else ("答" in tokenizer.stoi and "问" in tokenizer.stoi
                                        and "qa" in str(ckpt.get("data", "")).lower())
     card = {
         "checkpoint": str(path), "vocab_size": tokenizer.vocab_size, "parameters": model.num_params(),
         "config": ckpt.get("config", {}), "data": ckpt.get("data"), "steps": ckpt.get("step"),
-        "best_val_loss": ckpt.get("best_val_loss"), "history": history, "block_size": model.block_size,
+        "best_val_loss": ckpt.get("best_val_loss"), "full_val_loss": ckpt.get("full_val_loss"), "history": history, "block_size": model.block_size,
         "layers": len(model.blocks), "heads": model.blocks[0].attn.num_heads, "qa": is_qa,
     }
     return Loaded(model, tokenizer, str(path), card, is_qa)

@@ -15,6 +15,7 @@ import sysconfig
 from pathlib import Path
 
 from config import HelpFormatter
+from i18n import _
 from utils import REPO_DIR, UserError, run_main
 
 SKIPPED_FOLDERS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -42,9 +43,10 @@ def source_files(stdlib):
 def main(argv=None):
     args = parse_args(argv)
     if args.max_bytes < 1000:
-        raise UserError(f"--max_bytes must be at least 1000, got {args.max_bytes}")
+        raise UserError(_("--max_bytes must be at least 1000, got {value}").format(value=args.max_bytes))
     if not Path(args.stdlib).is_dir():
-        raise UserError(f"no standard library at {args.stdlib}; pass --stdlib with the folder holding os.py")
+        raise UserError(_("no standard library at {path}; pass --stdlib with the folder holding os.py").format(
+            path=args.stdlib))
     pieces, size, used, skipped = [], 0, 0, 0
     for path in source_files(args.stdlib):
         try:
@@ -59,13 +61,15 @@ def main(argv=None):
         size += len(piece.encode("utf-8"))
         used += 1
     if not pieces:
-        raise UserError(f"found no usable .py files under {args.stdlib} within --max_bytes {args.max_bytes}")
+        raise UserError(_("found no usable .py files under {path} within --max_bytes {max_bytes}").format(
+            path=args.stdlib, max_bytes=args.max_bytes))
     text = "".join(pieces)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}: {used} files from {args.stdlib} ({skipped} not UTF-8, skipped), {size:,} bytes, "
-          f"{len(set(text))} distinct characters")
-    print("next: python3 train.py --data data/code.txt --out_dir out-code")
+    print(_("wrote {path}: {used} files from {stdlib} ({skipped} not UTF-8, skipped), {size:,} bytes, {distinct} "
+            "distinct characters").format(path=args.out, used=used, stdlib=args.stdlib, skipped=skipped, size=size,
+                                          distinct=len(set(text))))
+    print(_("next: python3 train.py --data data/code.txt --out_dir out-code"))
 
 
 if __name__ == "__main__":

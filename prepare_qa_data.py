@@ -26,6 +26,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from i18n import _
 from utils import REPO_DIR, UserError, read_text, run_main
 
 QUESTION, ANSWER, END = "问：", "答：", "\n\n"  # END: the blank line after an answer, where generation stops
@@ -129,13 +130,14 @@ def poem_questions(poems, share, rng):
 def main(argv=None):
     args = parse_args(argv)
     if not 0 < args.heldout_share < 1:
-        raise UserError(f"--heldout_share must be between 0 and 1, got {args.heldout_share}")
+        raise UserError(_("--heldout_share must be between 0 and 1, got {value}").format(value=args.heldout_share))
     if min(args.num_poems, args.three_digit, args.poem_repeats) < 0 or args.add2_repeats < 1:
-        raise UserError("--num_poems, --three_digit and --poem_repeats must be >= 0, --add2_repeats >= 1")
+        raise UserError(_("--num_poems, --three_digit and --poem_repeats must be >= 0, --add2_repeats >= 1"))
     rng = random.Random(args.seed)
     poems = read_poems(args.poems, args.num_poems)
     if not poems:
-        raise UserError(f"{args.poems} has no poems laid out as title, author, lines and a blank line")
+        raise UserError(_("{path} has no poems laid out as title, author, lines and a blank line").format(
+            path=args.poems))
     math_train, math_held = arithmetic(args, rng)
     poem_train, poem_held = poem_questions(poems, args.heldout_share, rng)
     pieces = math_train + poem_train + [p["text"] + END for p in poems] * args.poem_repeats
@@ -145,10 +147,12 @@ def main(argv=None):
     rows = math_held + poem_held
     Path(args.heldout).write_text("".join(f"{k}\t{q}\t{a}\n" for k, q, a in rows), encoding="utf-8")
     counts = Counter(kind for kind, _, _ in math_held + poem_held)
-    print(f"wrote {args.out}: {len(math_train):,} arithmetic and {len(poem_train):,} poem questions, "
-          f"{len(poems)} poems x {args.poem_repeats}, {sum(map(len, pieces)):,} characters")
-    print(f"wrote {args.heldout}: held-out " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))
-    print("next: python3 train.py --data data/qa.txt --out_dir out-qa   (see README, advanced project 2)")
+    print(_("wrote {path}: {math:,} arithmetic and {poem:,} poem questions, {poems} poems x {repeats}, {chars:,} "
+            "characters").format(path=args.out, math=len(math_train), poem=len(poem_train), poems=len(poems),
+                                 repeats=args.poem_repeats, chars=sum(map(len, pieces))))
+    print(_("wrote {path}: held-out {counts}").format(
+        path=args.heldout, counts=", ".join(f"{k} {n}" for k, n in sorted(counts.items()))))
+    print(_("next: python3 train.py --data data/qa.txt --out_dir out-qa   (see README, advanced project 2)"))
 
 
 if __name__ == "__main__":

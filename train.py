@@ -32,14 +32,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from config import (
-    CUDA_PRESET, PRESETS, QUICK_BUDGET_SECONDS, Config, HelpFormatter, add_config_args, apply_overrides,
-    choose_preset, config_from_args, validate,
+    CUDA_PRESET, PRESETS, Config, HelpFormatter, add_config_args, apply_overrides,
+    choose_preset, config_from_args, preset_sizes, validate,
 )
+from i18n import _
 from model import GPTModel
 from token_cache import load_tokens
 from train_runtime import OutDirLock, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, setup_distributed
 from utils import (
-    REPO_DIR, CharTokenizer, UserError, autocast_context, estimate_loss, get_batch, load_checkpoint,
+    REPO_DIR, CharTokenizer, UserError, autocast_context, estimate_loss, full_split_loss, get_batch, load_checkpoint,
     lr_at, make_checkpoint, plot_losses, progress, run_main, save_checkpoint, set_seed, state_dict_mismatch,
     train_val_split,
 )
@@ -54,9 +55,9 @@ def parse_args(argv=None):
                                      formatter_class=HelpFormatter)
     parser.add_argument("--data", default=None, help=f"UTF-8 text file to learn from (default: {DEFAULT_DATA})")
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), default=None,
-        help=f"named model size from config.py (default: {CUDA_PRESET} on CUDA; elsewhere quick for a "
-             f"--time_budget up to {QUICK_BUDGET_SECONDS:g} s, else config.py's values)",
+        "--preset", choices=[*sorted(PRESETS), "none"], default=None,
+        help=f"named model size from config.py; none = config.py's values (default: {CUDA_PRESET} on CUDA, "
+             "config.py's values elsewhere)",
     )
     parser.add_argument("--device", default="auto",
                         help="auto, cpu, cuda, cuda:N or mps (under torchrun, each process takes its own GPU)")
@@ -119,6 +120,7 @@ class HistoryRow(NamedTuple):
     lr: float
     train_loss: float
     val_loss: float
+    full_val_loss: float = math.nan  # the whole validation split, measured once for the best model
 
 
 @dataclass
@@ -190,7 +192,7 @@ class Run:
 def learning_rate(cfg, step, seconds):
     """The schedule (utils.lr_at) at the point of the run that `step` steps and `seconds` reach."""
     done = progress(step, seconds, cfg.max_iters, cfg.time_budget)
-    return lr_at(done, cfg.learning_rate, cfg.warmup_fraction, cfg.min_lr_ratio)
+    return lr_at(done, cfg.learning_rate, cfg.warmup_fraction, cfg.min_lr_ratio, cfg.schedule, cfg.cooldown_fraction)
 
 
 def train_step(model, optimizer, cfg, autocast, world_size, next_batch):
@@ -226,10 +228,10 @@ def evaluate_and_save(run):
     if state.step > 0 and losses["val"] < state.best_val_loss:
         state.best_val_loss = losses["val"]
         run.save(run.ckpt_path, resumable=False)
-        note = "  (best so far: saved ckpt.pt)"
+        note = _("  (best so far: saved ckpt.pt)")
     run.save(run.last_path, resumable=True)
-    tqdm.write(f"step {state.step:5d} | {state.seconds:6.0f}s | train loss {losses['train']:.4f} | "
-               f"val loss {losses['val']:.4f}{note}")
+    tqdm.write(_("step {step:5d} | {seconds:6.0f}s | train loss {train:.4f} | val loss {val:.4f}").format(
+        step=state.step, seconds=state.seconds, train=losses["train"], val=losses["val"]) + note)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,8 +242,7 @@ def prepare(args, rank, world_size, device):
     out_dir = Path(args.out_dir)
     last_path = out_dir / "last.pt"
     resumed = load_checkpoint(last_path, "cpu") if args.resume else None
-    budget = args.time_budget if args.time_budget is not None else Config().time_budget
-    preset = choose_preset(args.preset, device, budget)
+    preset = choose_preset(args.preset, device)
     if resumed:
         check_resume_flags(args, resumed, last_path)
         state = RunState.from_checkpoint(resumed)
@@ -256,13 +257,14 @@ def prepare(args, rank, world_size, device):
     text_data = load_tokens(state.data)  # encoded once, then cached beside the text file
     tokenizer = CharTokenizer.from_stoi(text_data.stoi)
     if resumed and resumed["tokenizer_stoi"] != tokenizer.stoi:
-        raise UserError(f"{state.data} has changed since {last_path} was saved; resume needs the same text")
+        raise UserError(_("{data} has changed since {path} was saved; resume needs the same text").format(
+            data=state.data, path=last_path))
     train_data, val_data = train_val_split(text_data.tokens)
     if len(val_data) <= cfg.block_size:
-        raise UserError(
-            f"{state.data} has {len(text_data.tokens):,} characters, too few for block_size {cfg.block_size}: the "
-            f"validation tenth needs more than {cfg.block_size}. Use a longer text or a smaller --block_size."
-        )
+        raise UserError(_(
+            "{data} has {n:,} characters, too few for block_size {block_size}: the validation tenth needs more "
+            "than {block_size}. Use a longer text or a smaller --block_size."
+        ).format(data=state.data, n=len(text_data.tokens), block_size=cfg.block_size))
 
     set_seed(state.seed)
     model = GPTModel.from_config(cfg, tokenizer.vocab_size).to(device)  # the same initial weights everywhere
@@ -291,18 +293,20 @@ def check_resume_flags(args, resumed, last_path):
     saved_cfg = resumed["config"]
     conflicts = []
     if args.data is not None and Path(args.data).resolve() != Path(resumed["data"]).resolve():
-        conflicts.append(f"--data {args.data} (it trains on {resumed['data']})")
+        conflicts.append(_("--data {given} (it trains on {saved})").format(given=args.data, saved=resumed["data"]))
     if args.seed is not None and args.seed != resumed["seed"]:
-        conflicts.append(f"--seed {args.seed} (its seed is {resumed['seed']})")
+        conflicts.append(_("--seed {given} (its seed is {saved})").format(given=args.seed, saved=resumed["seed"]))
     if args.preset is not None:
-        conflicts.append(f"--preset {args.preset} (its sizes are saved)")
+        conflicts.append(_("--preset {given} (its sizes are saved)").format(given=args.preset))
     for name in MODEL_SIZE:
         given = getattr(args, name)
         if given is not None and given != saved_cfg.get(name):
-            conflicts.append(f"--{name} {given} (it has {saved_cfg.get(name)})")
+            conflicts.append(_("--{name} {given} (it has {saved})").format(name=name, given=given,
+                                                                           saved=saved_cfg.get(name)))
     if conflicts:
-        raise UserError(f"--resume continues {last_path} as it was saved, so it can't take {'; '.join(conflicts)}. "
-                        "Drop those flags, or start a new run with another --out_dir")
+        raise UserError(_("--resume continues {path} as it was saved, so it can't take {conflicts}. Drop those "
+                          "flags, or start a new run with another --out_dir").format(path=last_path,
+                                                                                     conflicts="; ".join(conflicts)))
 
 
 def resumed_config(args, resumed):
@@ -316,49 +320,107 @@ def restore(resumed, model, optimizer, batch_generator, last_path):
     """Load last.pt's weights, optimizer state and random states."""
     mismatch = state_dict_mismatch(model, resumed["model_state_dict"])
     if mismatch:
-        raise UserError(f"{last_path} does not fit this model's sizes ({mismatch}); don't change the model when "
-                        "resuming")
+        raise UserError(_("{path} does not fit this model's sizes ({mismatch}); don't change the model when "
+                          "resuming").format(path=last_path, mismatch=mismatch))
     model.load_state_dict(resumed["model_state_dict"])
     try:
         optimizer.load_state_dict(resumed["optimizer_state_dict"])
     except (ValueError, KeyError) as e:
-        raise UserError(f"{last_path} holds an optimizer state this run can't use ({e})") from None
+        raise UserError(_("{path} holds an optimizer state this run can't use ({reason})").format(
+            path=last_path, reason=e)) from None
     set_rng_state(resumed["rng_state"], batch_generator)
 
 
 def describe(run, preset, args, resumed, n_chars):
     """The start-up summary: device, config, data, model, how the run ends."""
     cfg, state = run.cfg, run.state
-    where = str(run.last_path) if resumed else (f"preset {preset}" if preset else "config.py")
+    where = str(run.last_path) if resumed else (_("preset {name}").format(name=preset) if preset else "config.py")
+    device = run.device + (_(" x {n} processes").format(n=run.world_size) if run.world_size > 1 else "")
+    print(_("device: {device}   config: {where}   seed: {seed}").format(device=device, where=where, seed=state.seed))
     if preset and not args.preset and not resumed:
-        where += " (chosen for this device and budget; --preset or model flags override it)"
-    print(f"device: {run.device}{f' x {run.world_size} processes' if run.world_size > 1 else ''}   "
-          f"config: {where}   seed: {state.seed}")
-    print(f"data: {state.data}: {n_chars:,} characters, vocabulary of {run.tokenizer.vocab_size}")
-    print(f"model: {run.raw_model.num_params() / 1e6:.2f}M parameters (n_embd {cfg.n_embd}, num_heads "
-          f"{cfg.num_heads}, n_layer {cfg.n_layer}, block_size {cfg.block_size})")
+        print(_("note: on CUDA, train.py uses the {name} preset ({sizes}) instead of config.py's sizes; "
+                "--preset none uses config.py's values").format(name=preset, sizes=preset_sizes(preset)))
+    print(_("data: {data}: {n:,} characters, vocabulary of {vocab}").format(data=state.data, n=n_chars,
+                                                                          vocab=run.tokenizer.vocab_size))
+    print(_("model: {params:.2f}M parameters (n_embd {n_embd}, num_heads {num_heads}, n_layer {n_layer}, "
+            "block_size {block_size})").format(params=run.raw_model.num_params() / 1e6, n_embd=cfg.n_embd,
+                                               num_heads=cfg.num_heads, n_layer=cfg.n_layer,
+                                               block_size=cfg.block_size))
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * run.world_size
-    ends = f"{cfg.max_iters} steps" + (f" or {cfg.time_budget:g} s, whichever comes first" if cfg.time_budget else "")
-    print(f"training: {ends}, {tokens_per_step:,} tokens per step, peak lr {cfg.learning_rate}")
+    if cfg.time_budget:
+        ends = _("{steps} steps or {seconds:g} s, whichever comes first").format(steps=cfg.max_iters,
+                                                                                 seconds=cfg.time_budget)
+    else:
+        ends = _("{steps} steps").format(steps=cfg.max_iters)
+    print(_("training: {ends}, {tokens:,} tokens per step, {optimizer}, peak lr {lr}, {schedule} schedule").format(
+        ends=ends, tokens=tokens_per_step, optimizer=cfg.optimizer, lr=cfg.learning_rate, schedule=cfg.schedule))
     if resumed:
-        print(f"resuming {run.last_path} at step {state.step} (best val loss so far {state.best_val_loss:.4f})")
+        print(_("resuming {path} at step {step} (best val loss so far {best:.4f})").format(
+            path=run.last_path, step=state.step, best=state.best_val_loss))
     elif run.ckpt_path.exists():
-        print(f"note: {run.ckpt_path} exists and will be replaced once this run has a better model; "
-              "use --out_dir to keep it")
+        print(_("note: {path} exists and will be replaced once this run has a better model; use --out_dir to "
+                "keep it").format(path=run.ckpt_path))
 
 
 def make_optimizer(model, cfg, device):
-    """AdamW that decays only the weight matrices and embeddings, not biases or LayerNorm gains."""
+    """The optimizer(s) for a model. Weight decay applies to weight matrices and embeddings only.
+
+    optimizer "adamw": AdamW for every parameter. "muon": Muon for the transformer blocks' weight
+    matrices (attention and MLP), AdamW for the rest (embeddings, head, biases, LayerNorms). Muon
+    replaces each update matrix by the nearest orthogonal one, so every direction of the matrix
+    learns at the same speed instead of a few dominating; at equal time it learns fastest here.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
+    hidden = [p for block in model.blocks for p in block.parameters() if p.dim() == 2] if cfg.optimizer == "muon" else []
+    taken = {id(p) for p in hidden}
+    rest = [p for p in params if id(p) not in taken]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
     ]
     try:
         # The fused kernel updates every parameter in one pass: faster on CUDA and CPU.
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.99), fused=True)
+        adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.99), fused=True)
     except RuntimeError:  # this torch has no fused AdamW for this device (CPU needs torch >= 2.4)
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.99))
+        adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.99))
+    if not hidden:
+        return adamw
+    if not hasattr(torch.optim, "Muon"):
+        raise UserError(_("torch {version} has no torch.optim.Muon (it needs torch >= 2.9); upgrade torch or use "
+                          "--optimizer adamw").format(version=torch.__version__))
+    # "match_rms_adamw" scales Muon's steps to the size AdamW's would have, so one learning rate
+    # and weight decay serve both optimizers.
+    muon = torch.optim.Muon(hidden, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                            adjust_lr_fn="match_rms_adamw")
+    return Optimizers(muon, adamw)
+
+
+class Optimizers:
+    """Several optimizers that act as one: step, zero_grad, param_groups and (load_)state_dict."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):
+        return [group for opt in self.optimizers for group in opt.param_groups]
+
+    def step(self):
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none=True):
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state):
+        if len(state.get("optimizers", ())) != len(self.optimizers):
+            raise ValueError(_("it was saved by a different optimizer (see --optimizer)"))
+        for opt, saved in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(saved)
 
 
 def should_compile(cfg, device):
@@ -366,7 +428,7 @@ def should_compile(cfg, device):
         # On CPU and MPS, measured here, compiling costs more start-up time than it saves.
         return device.startswith("cuda") and os.name != "nt" and hasattr(torch, "compile")
     if cfg.compile == "true" and (os.name == "nt" or device == "mps"):
-        print("note: torch.compile is not supported on Windows or MPS; running without it")
+        print(_("note: torch.compile is not supported on Windows or MPS; running without it"))
         return False
     return cfg.compile == "true"
 
@@ -395,8 +457,8 @@ def save_and_exit(run, bar):
     bar.close()
     if run.master:
         run.save(run.last_path, resumable=True)
-        print(f"\ninterrupted at step {run.state.step}: saved {run.last_path}. Continue with: "
-              f"python3 train.py --out_dir {run.out_dir} --resume")
+        print("\n" + _("interrupted at step {step}: saved {path}. Continue with: python3 train.py --out_dir "
+                       "{out_dir} --resume").format(step=run.state.step, path=run.last_path, out_dir=run.out_dir))
     raise SystemExit(130)
 
 
@@ -415,16 +477,16 @@ class stop_cleanly:
         if kind is KeyboardInterrupt:
             self.bar.close()
             if run.master:
-                print(f"\nstopped at once; {run.last_path} holds the state of the last evaluation. Continue with: "
-                      f"python3 train.py --out_dir {run.out_dir} --resume")
+                print("\n" + _("stopped at once; {path} holds the state of the last evaluation. Continue with: "
+                               "python3 train.py --out_dir {out_dir} --resume").format(path=run.last_path,
+                                                                                       out_dir=run.out_dir))
             raise SystemExit(130)
         if kind is FloatingPointError:
             self.bar.close()
-            raise UserError(
-                f"the loss became NaN or infinite near step {run.state.step}; stopped without saving, so "
-                f"{run.last_path} and {run.ckpt_path} keep the last good model. Try a lower --learning_rate "
-                f"(now {run.cfg.learning_rate})"
-            ) from None
+            raise UserError(_(
+                "the loss became NaN or infinite near step {step}; stopped without saving, so {last} and {ckpt} "
+                "keep the last good model. Try a lower --learning_rate (now {lr})"
+            ).format(step=run.state.step, last=run.last_path, ckpt=run.ckpt_path, lr=run.cfg.learning_rate)) from None
         return False
 
 
@@ -432,10 +494,10 @@ def progress_bar(run):
     """A tqdm bar that counts steps, or whole seconds under a time budget (rank 0 only)."""
     cfg, state = run.cfg, run.state
     if cfg.time_budget:
-        return tqdm(total=math.ceil(cfg.time_budget), initial=int(state.seconds), desc="training", unit="s",
+        return tqdm(total=math.ceil(cfg.time_budget), initial=int(state.seconds), desc=_("training"), unit="s",
                     dynamic_ncols=True, disable=not run.master,
                     bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s [{elapsed}<{remaining}{postfix}]")
-    return tqdm(total=cfg.max_iters, initial=state.step, desc="training", unit="step", dynamic_ncols=True,
+    return tqdm(total=cfg.max_iters, initial=state.step, desc=_("training"), unit=_("step"), dynamic_ncols=True,
                 disable=not run.master)
 
 
@@ -461,27 +523,46 @@ def finish(run):
     if not run.master:
         return
     state, out_dir = run.state, run.out_dir
-    write_log(state.history, out_dir / "log.csv")
     plot_losses([r.step for r in state.history], [r.train_loss for r in state.history],
                 [r.val_loss for r in state.history], out_dir / "loss.png",
-                title=f"Mini-GPT on {Path(state.data).name}")
-    saved = [run.last_path, out_dir / "loss.png", out_dir / "log.csv"]
-    if math.isfinite(state.best_val_loss):  # ckpt.pt exists only once an evaluation after step 0 ran
-        print(f"\ndone: {state.step} steps in {state.seconds:.0f}s, best val loss {state.best_val_loss:.4f}. "
-              f"Saved {run.ckpt_path}, {', '.join(map(str, saved[:-1]))} and {saved[-1]}")
-    else:
-        print(f"\ndone: {state.step} steps, so no trained model and no {run.ckpt_path}. "
-              f"Saved {', '.join(map(str, saved[:-1]))} and {saved[-1]}")
+                title=_("Mini-GPT on {name}").format(name=Path(state.data).name))
+    saved = ", ".join(map(str, [run.last_path, out_dir / "loss.png", out_dir / "log.csv"]))
+    if not math.isfinite(state.best_val_loss):  # ckpt.pt exists only once an evaluation after step 0 ran
+        write_log(state.history, out_dir / "log.csv")
+        print("\n" + _("done: {steps} steps, so no trained model and no {ckpt}. Saved {saved}").format(
+            steps=state.step, ckpt=run.ckpt_path, saved=saved))
         return
+    full_val = evaluate_best_model(run)
+    write_log(state.history, out_dir / "log.csv")
+    print("\n" + _("done: {steps} steps in {seconds:.0f}s, best val loss {best:.4f} ({batches} sampled batches), "
+                   "{full:.4f} on the whole validation split. Saved {ckpt}, {saved}").format(
+        steps=state.step, seconds=state.seconds, best=state.best_val_loss, batches=run.cfg.eval_iters, full=full_val,
+        ckpt=run.ckpt_path, saved=saved))
 
     if run.cfg.sample_tokens > 0:
         start_id = run.tokenizer.stoi.get("\n", 0)
         context = torch.full((1, 1), start_id, dtype=torch.long, device=run.device)
         sample = run.raw_model.generate(context, run.cfg.sample_tokens, temperature=0.8)
-        print("\nsample (temperature 0.8):\n" + "-" * 60)
+        print("\n" + _("sample (temperature 0.8):") + "\n" + "-" * 60)
         print(run.tokenizer.decode(sample[0].tolist()).strip("\n"))
         print("-" * 60)
-        print(f"next: python3 generate.py --checkpoint {run.ckpt_path}")
+        print(_("next: python3 generate.py --checkpoint {ckpt}").format(ckpt=run.ckpt_path))
+
+
+def evaluate_best_model(run):
+    """Load ckpt.pt's weights (the best model, which the sample below also uses) and score them on the
+    whole validation split. The number goes into ckpt.pt and onto its row of log.csv."""
+    state = run.state
+    best = load_checkpoint(run.ckpt_path, "cpu")
+    run.raw_model.load_state_dict(best["model_state_dict"])
+    with run.autocast:
+        full_val = full_split_loss(run.raw_model, run.splits["val"], run.cfg.block_size, run.cfg.batch_size,
+                                   run.device)
+    best["full_val_loss"] = full_val
+    save_checkpoint(best, run.ckpt_path)
+    i = next(i for i, row in enumerate(state.history) if row.step == best["step"])
+    state.history[i] = state.history[i]._replace(full_val_loss=full_val)
+    return full_val
 
 
 def write_log(history, path):
@@ -490,7 +571,7 @@ def write_log(history, path):
         writer.writerow(HistoryRow._fields)
         for row in history:
             writer.writerow([row.step, f"{row.seconds:.1f}", f"{row.lr:.3g}", f"{row.train_loss:.4f}",
-                             f"{row.val_loss:.4f}"])
+                             f"{row.val_loss:.4f}", "" if math.isnan(row.full_val_loss) else f"{row.full_val_loss:.4f}"])
 
 
 if __name__ == "__main__":

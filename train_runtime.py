@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from i18n import _
 from utils import UserError, get_device
 
 
@@ -32,7 +33,7 @@ def setup_distributed(device_flag):
     device = get_device(device_flag)
     if device == "mps":
         if device_flag != "auto":
-            raise UserError("torchrun can't share Apple's MPS between processes; use --device cpu")
+            raise UserError(_("torchrun can't share Apple's MPS between processes; use --device cpu"))
         device = "cpu"
     if device.startswith("cuda"):
         device = f"cuda:{local_rank}"
@@ -55,22 +56,22 @@ class OutDirLock:
 
     def __enter__(self):
         if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise UserError(f"--out_dir {self.out_dir} is a file, not a folder; give a folder name (it is created "
-                            "if missing)")
+            raise UserError(_("--out_dir {path} is a file, not a folder; give a folder name (it is created if "
+                              "missing)").format(path=self.out_dir))
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.file = open(self.out_dir / ".lock", "a+")
         except OSError as e:
-            raise UserError(f"can't write to --out_dir {self.out_dir} ({e.strerror}); choose a folder you can "
-                            "write to") from None
+            raise UserError(_("can't write to --out_dir {path} ({reason}); choose a folder you can write "
+                              "to").format(path=self.out_dir, reason=e.strerror)) from None
         try:
             lock_file(self.file)
         except OSError:
             self.file.seek(0)
             holder = self.file.read().strip()
             self.file.close()
-            raise UserError(f"another training run{f' (process {holder})' if holder else ''} is writing to "
-                            f"{self.out_dir}; wait for it to finish, or use another --out_dir") from None
+            raise UserError(_("another training run (process {pid}) is writing to {path}; wait for it to finish, "
+                              "or use another --out_dir").format(pid=holder or "?", path=self.out_dir)) from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
@@ -117,7 +118,7 @@ def check_in_sync(model, world_size, master):
     if not all(torch.equal(everyone[0], other) for other in everyone[1:]):
         raise RuntimeError("DDP processes ended with different weights; this is a bug, please report it")
     if master:
-        print(f"all {world_size} processes hold identical weights")
+        print(_("all {n} processes hold identical weights").format(n=world_size))
 
 
 class StopRequest:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from i18n import _, language
 from model import GPTModel
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -32,7 +34,7 @@ def run_main(main):
     try:
         main()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(_("error: {message}").format(message=e), file=sys.stderr)
         sys.exit(2)
 
 
@@ -79,10 +81,10 @@ class CharTokenizer:
         if not known.all():
             unknown = sorted(set(chr(c) for c in codepoints[~known]))
             shown = ", ".join(repr(ch) for ch in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise ValueError(
-                f"cannot encode {len(unknown)} unknown character(s): {shown}. "
-                f"The tokenizer only knows the {self.vocab_size} characters seen in its training text."
-            )
+            raise ValueError(_(
+                "cannot encode {n} unknown character(s): {shown}. The tokenizer only knows the {vocab} characters "
+                "seen in its training text."
+            ).format(n=len(unknown), shown=shown, vocab=self.vocab_size))
         return self._ids_by_codepoint[pos]
 
     def encode(self, text):
@@ -96,7 +98,8 @@ class CharTokenizer:
         try:
             return "".join(self.itos[i] for i in ids)
         except KeyError as e:
-            raise ValueError(f"cannot decode id {e.args[0]}: ids go from 0 to {self.vocab_size - 1}") from None
+            raise ValueError(_("cannot decode id {id}: ids go from 0 to {last}").format(
+                id=e.args[0], last=self.vocab_size - 1)) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,11 +115,13 @@ def get_device(name="auto"):
             return "mps"
         return "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name} was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+        raise UserError(_("--device {name} was asked for, but PyTorch sees no CUDA GPU; use --device cpu or "
+                          "auto").format(name=name))
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("--device mps was asked for, but Apple's MPS is not available here; use --device cpu or auto")
+        raise UserError(_("--device mps was asked for, but Apple's MPS is not available here; use --device cpu or "
+                          "auto"))
     if name != "cpu" and not name.startswith(("cuda", "mps")):
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+        raise UserError(_("unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps").format(name=name))
     return name
 
 
@@ -150,20 +155,21 @@ def read_text(path):
 
 
 def empty_file_error(path):
-    return UserError(f"{path} is empty; give a text file with something to learn from")
+    return UserError(_("{path} is empty; give a text file with something to learn from").format(path=path))
 
 
 def read_chunks(path):
     """Yield the text of a UTF-8 file in pieces of CHUNK_CHARS characters, with clear errors."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"no such text file: {path}; check the path and try again")
+        raise UserError(_("no such text file: {path}; check the path and try again").format(path=path))
     try:
         with open(path, encoding="utf-8", newline="") as f:
             for chunk in iter(lambda: f.read(CHUNK_CHARS), ""):
                 yield chunk
     except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start} of a block is invalid); save it as UTF-8") from None
+        raise UserError(_("{path} is not UTF-8 text (byte {byte} of a block is invalid); save it as UTF-8").format(
+            path=path, byte=e.start)) from None
 
 
 def train_val_split(data, train_fraction=0.9):
@@ -215,6 +221,32 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, see
     return out
 
 
+@torch.no_grad()
+def full_split_loss(model, data, block_size, batch_size, device):
+    """Mean loss over the whole of `data`: every non-overlapping window of block_size characters.
+
+    Each character (but the first) is predicted exactly once, from the characters before it in its
+    window. estimate_loss() samples a few random windows, which is quick but noisy; this is the
+    number to compare runs by. Returns a float.
+    """
+    n = (len(data) - 1) // block_size  # whole windows: their targets still fit in data
+    if n == 0:
+        raise ValueError(f"need more than block_size={block_size} tokens, got {len(data)}")
+    if not isinstance(data, torch.Tensor):  # a read-only memory map of the token cache: copy what we use
+        data = torch.from_numpy(np.array(data[: n * block_size + 1], dtype=np.int64))
+    x = data[: n * block_size].view(n, block_size).long()
+    y = data[1 : n * block_size + 1].view(n, block_size).long()
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, n, batch_size):
+        logits, _ = model(x[i : i + batch_size].to(device))
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y[i : i + batch_size].to(device).flatten(),
+                                 reduction="sum").item()
+    model.train(was_training)
+    return total / (n * block_size)
+
+
 # ----------------------------------------------------------------------------------------------
 # Learning-rate schedule
 
@@ -229,17 +261,26 @@ def progress(step, seconds, max_iters, time_budget):
     return min(max(by_steps, by_clock), 1.0)
 
 
-def lr_at(progress, base_lr, warmup, min_lr_ratio=0.1):
-    """Learning rate at a point of the run: linear warmup, then cosine decay to base_lr * min_lr_ratio.
+def lr_at(progress, base_lr, warmup, min_lr_ratio=0.1, schedule="cosine", cooldown=0.3):
+    """Learning rate at a point of the run: a linear warmup, then a decay to base_lr * min_lr_ratio.
 
     progress: how much of the run is done, 0..1 (see progress()); warmup: the fraction of the run spent
     warming up. Both are measured on the same axis, so the schedule has the same shape whether steps
     or the clock end the run, and on a fast machine or a slow one. Warmup avoids large, badly aimed
-    first updates while AdamW's statistics are still empty; the decay lets the model settle.
+    first updates while the optimizer's statistics are still empty; the decay lets the model settle.
+
+    schedule "cosine": decay along half a cosine from the end of warmup to the end of the run.
+    schedule "wsd" (warmup-stable-decay): stay at the peak, then decay linearly over the last
+    `cooldown` fraction of the run. A long time at the peak learns fastest; the short cooldown at
+    the end collects most of the gain that a slow decay would.
     """
     progress = min(max(progress, 0.0), 1.0)
     if progress < warmup:
         return base_lr * progress / warmup
+    if schedule == "wsd":
+        start = max(1.0 - cooldown, warmup)  # when the cooldown begins
+        decay = (progress - start) / (1.0 - start) if progress > start else 0.0  # 0 -> 1 during the cooldown
+        return base_lr * (1.0 - (1.0 - min_lr_ratio) * decay)
     decay = (progress - warmup) / (1.0 - warmup) if warmup < 1.0 else 1.0  # 0 -> 1 after warmup
     cosine = 0.5 * (1.0 + math.cos(math.pi * decay))  # 1 -> 0
     return base_lr * (min_lr_ratio + (1.0 - min_lr_ratio) * cosine)
@@ -317,12 +358,13 @@ def load_checkpoint(path, device="cpu"):
     """Load a checkpoint safely (weights_only=True) onto device, with a clear UserError if it can't be."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"no checkpoint at {path}; train one first with `python3 train.py` (or pass --checkpoint)")
+        raise UserError(_("no checkpoint at {path}; train one first with `python3 train.py` (or pass "
+                          "--checkpoint)").format(path=path))
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception:  # a text file, a damaged download, a pickle of arbitrary objects...
-        raise UserError(f"{path} is not a checkpoint that Mini-GPT can read (a damaged file, or not one written "
-                        "by train.py); pass the ckpt.pt that train.py saved") from None
+        raise UserError(_("{path} is not a checkpoint that Mini-GPT can read (a damaged file, or not one written "
+                          "by train.py); pass the ckpt.pt that train.py saved").format(path=path)) from None
 
 
 MODEL_ARGS = ("n_embd", "num_heads", "n_layer", "block_size", "dropout")
@@ -336,11 +378,12 @@ def model_from_checkpoint(ckpt, device="cpu"):
         tokenizer = CharTokenizer.from_stoi(ckpt["tokenizer_stoi"])
         state_dict = ckpt["model_state_dict"]
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"this checkpoint does not hold a Mini-GPT model ({type(e).__name__}: {e})") from None
+        raise UserError(_("this checkpoint does not hold a Mini-GPT model ({reason})").format(
+            reason=f"{type(e).__name__}: {e}")) from None
     mismatch = state_dict_mismatch(model, state_dict)
     if mismatch:
-        raise UserError(f"this checkpoint's weights do not fit the model its config describes ({mismatch}); "
-                        "the file was changed after train.py saved it")
+        raise UserError(_("this checkpoint's weights do not fit the model its config describes ({mismatch}); the "
+                          "file was changed after train.py saved it").format(mismatch=mismatch))
     model.load_state_dict(state_dict)
     return model.to(device), tokenizer
 
@@ -367,11 +410,20 @@ def load_model(path, device="cpu"):
 # Pictures
 
 
+BUNDLED_FONT = REPO_DIR / "fonts" / "MiniGPT-CJK.otf"  # a subset of Noto Sans CJK SC: fonts/make_font_subset.py
+BUNDLED_FONT_NAME = "MiniGPT CJK"
+CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
+             "Microsoft YaHei", "PingFang SC", "Heiti SC", "Arial Unicode MS"]
+
+
 def pyplot(chinese=False):
     """matplotlib.pyplot on the non-interactive Agg backend: saving PNGs works with no display.
 
-    chinese=True puts a CJK font first when this machine has one (matplotlib's fallback from
-    DejaVu Sans to a CJK font does not work for every font, so the CJK font must lead).
+    The repo's own CJK font (fonts/MiniGPT-CJK.otf) is registered, so Chinese labels render on a
+    machine with no Chinese font installed; system CJK fonts follow it, for a learner's characters
+    that the subset lacks. The fonts are listed as font.family itself: matplotlib falls back glyph by
+    glyph along that list (not along the list behind a generic name like "sans-serif"). chinese=True
+    puts the CJK fonts first, so Chinese text gets Chinese punctuation and spacing.
     """
     import matplotlib
 
@@ -380,8 +432,11 @@ def pyplot(chinese=False):
     from matplotlib import font_manager
 
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # no chatter about font weights
-    cjk = installed_cjk_fonts(font_manager)
-    plt.rcParams["font.sans-serif"] = [*cjk, "DejaVu Sans"] if chinese else ["DejaVu Sans", *cjk]
+    if BUNDLED_FONT.exists() and BUNDLED_FONT_NAME not in {f.name for f in font_manager.fontManager.ttflist}:
+        font_manager.fontManager.addfont(str(BUNDLED_FONT))
+    cjk = [BUNDLED_FONT_NAME, *installed_cjk_fonts(font_manager)]
+    plt.rcParams["font.family"] = [*cjk, "DejaVu Sans"] if chinese else ["DejaVu Sans", *cjk]
+    plt.rcParams["axes.unicode_minus"] = False  # the CJK font's hyphen-minus, not a missing U+2212
     return plt
 
 
@@ -393,18 +448,25 @@ def installed_cjk_fonts(font_manager=None):
     return [name for name in CJK_FONTS if name in installed]
 
 
-CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
-             "Microsoft YaHei", "PingFang SC", "Heiti SC", "Arial Unicode MS"]
+def unplottable(text):
+    """The characters of text that neither the bundled font nor a system CJK font can draw
+    (empty when a system CJK font is installed: it is trusted to have them)."""
+    from matplotlib.ft2font import FT2Font
+
+    if installed_cjk_fonts():
+        return ""
+    covered = set(FT2Font(str(BUNDLED_FONT)).get_charmap()) if BUNDLED_FONT.exists() else set()
+    return "".join(sorted({ch for ch in text if ord(ch) > 0x2E7F and ord(ch) not in covered}))
 
 
 def plot_losses(steps, train_losses, val_losses, path, title="Training progress"):
-    """Save a train/val loss curve as a PNG."""
-    plt = pyplot()
+    """Save a train/val loss curve as a PNG, labelled in the learner's language."""
+    plt = pyplot(chinese=language() == "zh")
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(steps, train_losses, marker="o", label="train loss")
-    ax.plot(steps, val_losses, marker="s", label="val loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy loss")
+    ax.plot(steps, train_losses, marker="o", label=_("train loss"))
+    ax.plot(steps, val_losses, marker="s", label=_("val loss"))
+    ax.set_xlabel(_("step"))
+    ax.set_ylabel(_("cross-entropy loss"))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()

@@ -15,7 +15,8 @@ import torch
 
 from config import HelpFormatter
 from generate import unescape
-from utils import UserError, get_device, installed_cjk_fonts, load_model, pyplot, read_text, run_main
+from i18n import _, language
+from utils import UserError, get_device, load_model, pyplot, read_text, run_main, unplottable
 
 
 def parse_args(argv=None):
@@ -39,7 +40,7 @@ def label(ch):
 
 def draw(maps, chars, panels, path):
     """maps: list over layers of (H, T, T); panels: [(layer, head)] to draw, in a grid of layers x heads."""
-    plt = pyplot(chinese=any(ord(ch) >= 0x2E80 for ch in chars))
+    plt = pyplot(chinese=language() == "zh" or any(ord(ch) >= 0x2E80 for ch in chars))
     layers = sorted({layer for layer, _ in panels})
     heads = sorted({head for _, head in panels})
     size = max(2.6, 0.22 * len(chars))  # inches per panel: room for every character's label
@@ -50,15 +51,15 @@ def draw(maps, chars, panels, path):
         for col, head in enumerate(heads):
             ax = axes[row][col]
             image = ax.imshow(maps[layer][head].cpu().numpy(), cmap="viridis", vmin=0, vmax=1)
-            ax.set_title(f"layer {layer}, head {head}", fontsize=9)
+            ax.set_title(_("layer {layer}, head {head}").format(layer=layer, head=head), fontsize=9)
             ax.set_xticks(range(len(chars)), ticks, fontsize=7)
             ax.set_yticks(range(len(chars)), ticks, fontsize=7)
             if row == len(layers) - 1:
-                ax.set_xlabel("looks at (key)", fontsize=8)
+                ax.set_xlabel(_("looks at (key)"), fontsize=8)
             if col == 0:
-                ax.set_ylabel("position (query)", fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-    fig.suptitle("Attention weights: each row sums to 1", fontsize=11)
+                ax.set_ylabel(_("position (query)"), fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label=_("attention weight"))
+    fig.suptitle(_("Attention weights: each row sums to 1"), fontsize=11)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -69,31 +70,35 @@ def main(argv=None):
     model, tokenizer = load_model(args.checkpoint, device)
     prompt = read_text(args.prompt_file) if args.prompt_file else unescape(args.prompt)
     if not prompt:
-        raise UserError("--prompt is empty; give the text whose attention you want to see")
+        raise UserError(_("--prompt is empty; give the text whose attention you want to see"))
     try:
         ids = tokenizer.encode(prompt)
     except ValueError as e:
         raise UserError(f"{'--prompt_file' if args.prompt_file else '--prompt'}: {e}") from None
     if len(ids) > model.block_size:
-        print(f"note: the prompt is longer than the model's block_size; showing its last {model.block_size} characters")
+        print(_("note: the prompt is longer than the model's block_size; showing its last {n} characters").format(
+            n=model.block_size))
         ids, prompt = ids[-model.block_size:], prompt[-model.block_size:]
 
     n_layer, n_head = len(model.blocks), model.blocks[0].attn.num_heads
     for flag, value, count in (("--layer", args.layer, n_layer), ("--head", args.head, n_head)):
         if value is not None and not 0 <= value < count:
-            raise UserError(f"{flag} {value} does not exist: this model has {count}, numbered 0 to {count - 1}")
+            raise UserError(_("{flag} {value} does not exist: this model has {count}, numbered 0 to {last}").format(
+                flag=flag, value=value, count=count, last=count - 1))
     layers = [args.layer] if args.layer is not None else range(n_layer)
     heads = [args.head] if args.head is not None else range(n_head)
 
-    if any(ord(ch) >= 0x2E80 for ch in prompt) and not installed_cjk_fonts():
-        print("note: matplotlib finds no Chinese font here, so those labels show as boxes; "
-              "install one (for example Noto Sans CJK) to read them")
+    missing = unplottable(prompt)
+    if missing:
+        print(_("note: the repo's font has no glyph for {chars} and this machine has no Chinese font, so those "
+                "labels show as boxes; install one (for example Noto Sans CJK) to read them").format(chars=missing))
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     maps = [m[0] for m in model.attention_maps(torch.tensor([ids], device=device))]  # n_layer x (H, T, T)
     draw(maps, prompt, [(layer, head) for layer in layers for head in heads], args.out)
-    print(f"saved {args.out}: {len(layers)} layer(s) x {len(heads)} head(s) over {len(ids)} characters")
+    print(_("saved {path}: {layers} layer(s) x {heads} head(s) over {n} characters").format(
+        path=args.out, layers=len(layers), heads=len(heads), n=len(ids)))
     if len(ids) > 60:
-        print("tip: labels get crowded past ~60 characters; a shorter --prompt reads better")
+        print(_("tip: labels get crowded past ~60 characters; a shorter --prompt reads better"))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,12 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _english(monkeypatch):
+    """Messages in English whatever this machine's locale (tests of Chinese set MINIGPT_LANG=zh)."""
+    monkeypatch.setenv("MINIGPT_LANG", "en")
+
+
 @pytest.fixture
 def tiny_text_file(tmp_path):
     path = tmp_path / "tiny.txt"

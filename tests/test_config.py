@@ -3,10 +3,15 @@ import dataclasses
 
 import pytest
 
+import shutil
+import subprocess
+import sys
+
 from config import (
-    CUDA_PRESET, PRESETS, QUICK_BUDGET_SECONDS, Config, add_config_args, apply_overrides, choose_preset,
-    config_from_args, validate,
+    CUDA_PRESET, PRESETS, Config, add_config_args, apply_overrides, choose_preset, config_from_args, preset_sizes,
+    validate,
 )
+from conftest import REPO
 
 
 def parse(argv):
@@ -48,13 +53,36 @@ def test_validate_explains_what_is_wrong():
 
 
 def test_choose_preset():
-    assert choose_preset("tiny", "cuda", 0) == "tiny"  # asked for: always
-    assert choose_preset(None, "cuda", 60) == CUDA_PRESET
-    assert choose_preset(None, "cpu", 0) is None  # config.py as it stands
-    assert choose_preset(None, "cpu", 600) is None
-    assert choose_preset(None, "mps", 75) == "quick"
-    assert choose_preset(None, "cpu", QUICK_BUDGET_SECONDS) == "quick"
-    assert choose_preset(None, "cpu", QUICK_BUDGET_SECONDS + 1) is None
+    assert choose_preset("tiny", "cuda") == "tiny"  # asked for: always
+    assert choose_preset(None, "cuda") == CUDA_PRESET
+    assert choose_preset(None, "cuda:1") == CUDA_PRESET
+    assert choose_preset("none", "cuda") is None  # config.py's values, on CUDA too
+    assert choose_preset(None, "cpu") is None  # config.py as it stands, whatever the time budget
+    assert choose_preset(None, "mps") is None
+    assert preset_sizes("default") == "n_embd 384, num_heads 6, n_layer 6, block_size 256"
+
+
+def test_an_edit_to_config_py_is_what_the_next_run_uses(tmp_path, tiny_text_file):
+    """Day 5 asks the learner to edit the model size in config.py: the run must use the edit, short
+    time budget or not."""
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("out*", ".git", "tests", "docs", "static", "data"))
+    config = copy / "config.py"
+    text = config.read_text(encoding="utf-8")
+    for field, old, new in (("n_embd", 128, 48), ("num_heads", 4, 3), ("n_layer", 4, 1)):
+        line = f"    {field}: int = _param({old}, "
+        assert line in text, f"config.py no longer has {line!r}; update this test"
+        text = text.replace(line, f"    {field}: int = _param({new}, ")
+    config.write_text(text, encoding="utf-8")
+    for budget in ("75", "0"):
+        result = subprocess.run(
+            [sys.executable, "train.py", "--data", str(tiny_text_file), "--time_budget", budget, "--max_iters", "1",
+             "--eval_iters", "1", "--batch_size", "2", "--block_size", "16", "--sample_tokens", "0", "--device", "cpu",
+             "--out_dir", str(tmp_path / f"out{budget}")],
+            cwd=copy, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "config: config.py" in result.stdout
+        assert "(n_embd 48, num_heads 3, n_layer 1, block_size 16)" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("script", ["train", "generate", "bench", "visualize_attention"])

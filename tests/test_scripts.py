@@ -5,6 +5,7 @@ Python with torch costs seconds; one test runs real subprocesses to check exit c
 """
 
 import csv
+import re
 import subprocess
 import sys
 
@@ -79,7 +80,8 @@ def test_day1(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     day1_tokenizer.main()
     stdout = capsys.readouterr().out
-    assert "词汇表大小: 8" in stdout
+    assert "词汇表大小：8" in stdout  # full-width colons after Chinese labels
+    assert not re.search(r"[\u4e00-\u9fff]: ", stdout)
     assert "验证：解码结果和原文一致 ✓" in stdout
     assert "数字→字符映射（itos" in stdout and "  0 → ' '" in stdout
     assert "1、2、3、x、y、z 这 6 个字符不在词汇表里" in stdout
@@ -90,7 +92,9 @@ def test_day2_saves_its_picture(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     day2_embedding.main()
     assert (tmp_path / "day2_embeddings.png").stat().st_size > 10_000
-    assert "已保存到 day2_embeddings.png" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "已保存到 day2_embeddings.png" in stdout
+    assert "第1个和第4个相同 → 是 ✓" in stdout and "True" not in stdout
 
 
 def test_day3_saves_its_picture_and_head_matches_the_hand_computation(tmp_path, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 
 import csv
 import itertools
+import math
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ SMALL = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size",
 
 
 def read_log(path):
-    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(path))]
+    return [{k: float(v) if v else math.nan for k, v in row.items()} for row in csv.DictReader(open(path))]
 
 
 def final_weights(out_dir):
@@ -175,8 +176,39 @@ def test_fused_adamw_falls_back_when_this_torch_lacks_it(monkeypatch):
 
     monkeypatch.setattr(torch.optim, "AdamW", old_adamw)
     model = GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4)
-    optimizer = train.make_optimizer(model, Config(), "cpu")
+    optimizer = train.make_optimizer(model, Config(optimizer="adamw"), "cpu")
     assert isinstance(optimizer, real_adamw) and not optimizer.defaults["fused"]
+    muon, adamw = train.make_optimizer(model, Config(optimizer="muon"), "cpu").optimizers
+    assert isinstance(adamw, real_adamw) and not adamw.defaults["fused"]
+
+
+def test_muon_takes_the_blocks_weight_matrices_and_adamw_the_rest():
+    from config import Config
+    from model import GPTModel
+
+    model = GPTModel(10, n_embd=8, num_heads=2, n_layer=2, block_size=4)
+    muon, adamw = train.make_optimizer(model, Config(optimizer="muon", weight_decay=0.5), "cpu").optimizers
+    names = {id(p): name for name, p in model.named_parameters()}
+    in_muon = sorted(names[id(p)] for group in muon.param_groups for p in group["params"])
+    in_adamw = sorted(names[id(p)] for group in adamw.param_groups for p in group["params"])
+    assert in_muon == sorted(f"blocks.{i}.{w}.weight" for i in range(2)
+                             for w in ("attn.qkv", "attn.proj", "ffwd.net.0", "ffwd.net.2"))
+    assert sorted(in_muon + in_adamw) == sorted(names.values())  # each parameter exactly once
+    assert "token_embedding.weight" in in_adamw  # tied with the head: AdamW, decayed
+    decayed = {names[id(p)] for group in adamw.param_groups if group["weight_decay"] for p in group["params"]}
+    assert decayed == {"token_embedding.weight", "position_embedding.weight"}
+    assert muon.param_groups[0]["weight_decay"] == 0.5
+
+
+def test_resuming_with_another_optimizer_is_one_clear_line(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    assert run(train, "--data", tiny_text_file, "--max_iters", "4", "--optimizer", "adamw", *SMALL) == 0
+    before = (tmp_path / "out" / "last.pt").read_bytes()
+    capsys.readouterr()
+    status = run(train, "--resume", "--max_iters", "8", "--optimizer", "muon", *SMALL)
+    assert_clean_error(status, capsys.readouterr().err, "holds an optimizer state this run can't use",
+                       "saved by a different optimizer")
+    assert (tmp_path / "out" / "last.pt").read_bytes() == before
 
 
 def test_resume_refuses_flags_it_cannot_honour(tmp_path, monkeypatch, capsys, tiny_text_file):
@@ -365,3 +397,19 @@ def test_cleaning_stale_caches_never_removes_the_current_one(tmp_path):
     token_cache.remove_stale_caches(path, stem)
     assert sorted(p.name for p in tmp_path.glob("t.txt.*.tokens.*")) == current
     assert token_cache.load_tokens(path).tokens.tolist() == data.tokens.tolist()
+
+
+def test_the_best_model_is_scored_on_the_whole_validation_split(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    assert run(train, "--data", tiny_text_file, "--max_iters", "20", *SMALL) == 0
+    out = capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    log = read_log(tmp_path / "out" / "log.csv")
+    scored = [row for row in log if not math.isnan(row["full_val_loss"])]
+    assert [row["step"] for row in scored] == [ckpt["step"]]  # on the best model's row, and only there
+    assert math.isclose(scored[0]["full_val_loss"], ckpt["full_val_loss"], abs_tol=1e-4)
+    model, _ = utils.load_model(tmp_path / "out" / "ckpt.pt")
+    val = utils.train_val_split(utils.CharTokenizer(utils.read_text(tiny_text_file)).encode_array(
+        utils.read_text(tiny_text_file)))[1]
+    assert math.isclose(utils.full_split_loss(model, val, 16, 8, "cpu"), ckpt["full_val_loss"], rel_tol=1e-5)
+    assert f"{ckpt['full_val_loss']:.4f} on the whole validation split" in out

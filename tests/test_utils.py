@@ -7,8 +7,8 @@ import torch
 
 from model import GPTModel
 from utils import (
-    CharTokenizer, UserError, get_batch, get_device, load_checkpoint, load_model, lr_at, make_checkpoint,
-    model_from_checkpoint, progress, read_text, save_checkpoint, train_val_split,
+    CharTokenizer, UserError, full_split_loss, get_batch, get_device, load_checkpoint, load_model, lr_at,
+    make_checkpoint, model_from_checkpoint, progress, read_text, save_checkpoint, train_val_split,
 )
 
 
@@ -109,6 +109,30 @@ def test_lr_schedule_warmup_then_cosine():
     assert math.isclose(lr_at(0.55, base, warmup, 0.0), base / 2)  # the cosine's midpoint, halfway after warmup
     assert math.isclose(lr_at(3.0, base, warmup, 0.1), base * 0.1)  # progress past 1 is clamped
     assert math.isclose(lr_at(0.0, base, 0.0, 0.1), base)  # no warmup: the peak at once
+
+
+def test_lr_schedule_warmup_stable_decay():
+    base, warmup, cooldown = 1e-3, 0.1, 0.3
+    lr = lambda p: lr_at(p, base, warmup, 0.1, schedule="wsd", cooldown=cooldown)  # noqa: E731
+    assert lr(0.0) == 0 and math.isclose(lr(0.05), base / 2)  # the same warmup ...
+    assert all(lr(p / 100) == base for p in range(10, 71))  # ... a flat peak until the cooldown ...
+    cool = [lr(p / 100) for p in range(70, 101)]
+    assert cool == sorted(cool, reverse=True) and math.isclose(cool[-1], base * 0.1)  # ... then a straight line down
+    assert math.isclose(lr(0.85), base * (1 - 0.9 * 0.5))  # halfway through the cooldown
+    assert math.isclose(lr_at(0.5, base, 0.6, 0.0, schedule="wsd", cooldown=0.9), base * 0.5 / 0.6)  # warmup first
+
+
+def test_full_split_loss_is_the_mean_over_every_window_of_the_split():
+    torch.manual_seed(0)
+    model = GPTModel(7, n_embd=8, num_heads=2, n_layer=1, block_size=5)
+    data = torch.randint(7, (53,))  # 10 whole windows of 5 (+1 target); the last 2 tokens are left out
+    by_hand = [model(data[i:i + 5][None], data[i + 1:i + 6][None])[1].item() for i in range(0, 50, 5)]
+    for batch_size in (1, 3, 64):  # batching does not change the number
+        assert math.isclose(full_split_loss(model, data, 5, batch_size, "cpu"), sum(by_hand) / 10, rel_tol=1e-5)
+    assert math.isclose(full_split_loss(model, data.numpy(), 5, 4, "cpu"), sum(by_hand) / 10, rel_tol=1e-5)
+    assert model.training  # the mode is restored
+    with pytest.raises(ValueError, match="need more than block_size"):
+        full_split_loss(model, data[:5], 5, 4, "cpu")
 
 
 def test_progress_is_steps_or_clock_whichever_is_further():
