@@ -37,6 +37,9 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (and compilation)")
     parser.add_argument("--gen_tokens", type=int, default=200, help="tokens per generation repeat (0 = skip)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+    parser.add_argument("--nanogpt", default=None, metavar="MODEL_PY",
+                        help="also time nanoGPT's GPT (the model.py of a nanoGPT checkout) at the same sizes, batch "
+                             "and optimizer settings, interleaved with this repo's model in this process")
     add_config_args(parser)
     return parser.parse_args(argv)
 
@@ -122,6 +125,46 @@ def bench_training(cfg, args, device):
     return model, compiled, rates, flops_per_token(model, cfg)
 
 
+def bench_against_nanogpt(cfg, args, device):
+    """Training tokens/s of this repo's model and of nanoGPT's GPT at the same sizes, timed in turns.
+
+    Each trains with its own optimizer as its own code builds it: train.make_optimizer (config.py's
+    choice) here, nanoGPT's configure_optimizers (AdamW, fused on CUDA only) there. The two alternate
+    repeat by repeat, so a noisy neighbour slows both alike. Returns {"mini-gpt": rates, "nanogpt": rates}.
+    """
+    import contextlib
+    import importlib.util
+    import io
+
+    spec = importlib.util.spec_from_file_location("nanogpt_model", args.nanogpt)
+    nanogpt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nanogpt)
+    set_seed(0)
+    ours = GPTModel.from_config(cfg, args.vocab_size).to(device)
+    ours_opt = make_optimizer(ours, cfg, device)
+    theirs = nanogpt.GPT(nanogpt.GPTConfig(block_size=cfg.block_size, vocab_size=args.vocab_size, n_layer=cfg.n_layer,
+                                           n_head=cfg.num_heads, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(device)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter counts
+        theirs_opt = theirs.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (0.9, 0.99), device.split(":")[0])
+    autocast = autocast_context(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def batch():
+        x = torch.randint(args.vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device, generator=generator)
+        return x[:, :-1], x[:, 1:]
+
+    models = {"mini-gpt": (ours, ours_opt), "nanogpt": (theirs, theirs_opt)}
+    rates = {name: [] for name in models}
+    tokens = args.steps * cfg.batch_size * cfg.block_size * cfg.grad_accum
+    for repeat in range(args.repeats + 1):  # the first round warms both up and is not counted
+        for name, (model, optimizer) in models.items():
+            [seconds] = timed(lambda: [train_step(model, optimizer, cfg, autocast, 1, batch)
+                                       for _step in range(args.steps if repeat else args.warmup)], device, 1)
+            if repeat:
+                rates[name].append(tokens / seconds)
+    return rates
+
+
 def bench_generation(model, args, device):
     """Tokens/s generating args.gen_tokens tokens from a one-token prompt, with and without the KV cache.
 
@@ -194,6 +237,14 @@ def main(argv=None):
             (_("fp32 matmul peak GFLOP/s"), _("{gflops:,.1f}   (2048^3 matmul, measured now)").format(gflops=peak)),
             (_("fraction of peak"), f"{achieved / peak:.0%}"),
         ]
+    if args.nanogpt:
+        side = bench_against_nanogpt(cfg, args, device)
+        medians = {name: statistics.median(r) for name, r in side.items()}
+        results["side_by_side_tokens_per_s"] = side
+        rows.append((_("training tokens/s, this model vs nanoGPT"),
+                     _("{ours:,.0f} vs {theirs:,.0f} (ratio {ratio:.2f}; medians of {repeats}, taken in turns)").format(
+                         ours=medians["mini-gpt"], theirs=medians["nanogpt"],
+                         ratio=medians["mini-gpt"] / medians["nanogpt"], repeats=args.repeats)))
     if gen:
         cached, uncached = (results["generate_tokens_per_s_median"][k] for k in ("cached", "uncached"))
         rows.append((_("generation tokens/s, KV cache"),

@@ -36,6 +36,8 @@ class Config:
     optimizer: str = _param("muon", "muon: Muon for the blocks' weight matrices and AdamW for the rest; "
                                     "adamw: AdamW for every parameter")
     learning_rate: float = _param(4e-3, "peak learning rate")
+    adamw_lr_ratio: float = _param(1.0, "with --optimizer muon: AdamW's learning rate (embeddings, biases, "
+                                        "LayerNorms) as a multiple of learning_rate")
     schedule: str = _param("wsd", "learning-rate schedule after warmup: wsd (flat, then a linear cooldown) or cosine")
     warmup_fraction: float = _param(0.03, "fraction of the run (by steps or by the clock) spent warming the "
                                           "learning rate up")
@@ -140,6 +142,7 @@ def validate(cfg):
         (cfg.eval_interval >= 1, _("eval_interval must be >= 1")),
         (cfg.eval_iters >= 1, _("eval_iters must be >= 1")),
         (cfg.learning_rate > 0, _("learning_rate must be > 0, got {value}").format(value=cfg.learning_rate)),
+        (cfg.adamw_lr_ratio > 0, _("adamw_lr_ratio must be > 0, got {value}").format(value=cfg.adamw_lr_ratio)),
         (0.0 <= cfg.warmup_fraction < 1.0, _("warmup_fraction must be in [0, 1), got {value}").format(
             value=cfg.warmup_fraction)),
         (cfg.optimizer in ("muon", "adamw"), _("optimizer must be muon or adamw, got {value!r}").format(value=cfg.optimizer)),

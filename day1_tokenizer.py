@@ -43,7 +43,14 @@ def main():
     encoded_mixed = tokenizer2.encode(mixed_text)
     print(f"\n编码：{encoded_mixed}")
     print(f"解码：'{tokenizer2.decode(encoded_mixed)}'")
-    print("每个汉字都是一个独立的 token，所以中文文本的词汇表通常比英文大得多。")
+    print("每个汉字都是一个独立的 token。这句话太短，看不出词汇表的差别；用仓库里的真实数据比一比：")
+    english = set(read_text(REPO_DIR / "data" / "input.txt"))
+    chinese = set(read_text(REPO_DIR / "data" / "chinese.txt"))
+    print(f"  莎士比亚（英文）：{len(english):,} 种字符")
+    print(f"  唐诗（中文）：{len(chinese):,} 种字符")
+    print(f"  两份合在一起：{len(english | chinese):,} 种字符（两边共有的只有 {len(english & chinese)} 种）")
+    print("英文只要大小写字母、数字和标点，不到一百种；中文每个字都是一种，常用的就有几千个。")
+    print("混合文本的词汇表是两边字符的并集，所以一掺进中文就大了好几十倍。")
 
     # ===== Experiment 3: statistics of the real data set =====
     print("\n" + "=" * 50)

@@ -62,8 +62,8 @@ def main():
         final_input = token_emb + pos_emb  # (T, embed_dim)
         print(f"最终输入形状：{tuple(final_input.shape)}")
         print("token 1 出现了两次（位置1和位置3），加上位置向量后它们不再相同：")
-        print(f"  位置1: {final_input[1].numpy()}")
-        print(f"  位置3: {final_input[3].numpy()}")
+        print(f"  位置1：{final_input[1].numpy()}")
+        print(f"  位置3：{final_input[3].numpy()}")
         print("\n这就是输入到 Transformer 的数据！")
 
     plt = pyplot(chinese=True)

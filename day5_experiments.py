@@ -29,6 +29,7 @@ from tqdm import tqdm
 import train
 from bench import cpu_name
 from config import Config
+from i18n import _
 from utils import REPO_DIR, UserError, get_device, load_model, pyplot, read_text, run_main, set_seed
 
 SHAKESPEARE = REPO_DIR / "data" / "input.txt"
@@ -315,7 +316,8 @@ def experiment_sampling(plan, args, scale):
     tuned = Config().learning_rate
     ckpt = Path(args.work) / f"lr-{tuned:g}" / "ckpt.pt"
     if not ckpt.is_file():
-        raise UserError(f"experiment 3 samples from experiment 2's checkpoint {ckpt}; run experiment 2 first")
+        raise UserError(_("experiment 3 samples from experiment 2's checkpoint {path}; run experiment 2 first").format(
+            path=ckpt))
     model, tokenizer = load_model(ckpt, "cpu")
     text = read_text(SHAKESPEARE)
     train_words = set(words(text[: int(0.9 * len(text))]))  # the training split's words
@@ -386,10 +388,10 @@ def main(argv=None):
     args = parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.scale <= 0:
-        raise UserError(f"--scale must be > 0, got {args.scale}")
+        raise UserError(_("--scale must be > 0, got {value}").format(value=args.scale))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
+        raise UserError(_("--out {path} is a file, not a folder").format(path=out))
     out.mkdir(parents=True, exist_ok=True)
     print("=" * 60)
     print(f"第五天：四个实验（{'快速模式：步数更少、规模更小' if args.quick else '完整模式：GPU 上或者耐心等一个下午'}）")

@@ -128,7 +128,7 @@ def main(argv=None):
             if text:
                 tokenizer.encode(text)
         except ValueError as e:
-            raise UserError(f"{flag}: {e}") from None
+            raise UserError(_("{flag}: {reason}").format(flag=flag, reason=e)) from None
 
     def write(text):
         sys.stdout.write(text)

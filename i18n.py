@@ -42,9 +42,10 @@ def catalogue(lang):
     return gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang], fallback=True)
 
 
-def _(message):
-    """message in the current language (the English id itself when there is no translation)."""
-    return catalogue(language()).gettext(message)
+def _(message, lang=None):
+    """message in `lang` ("zh" or "en"; default: the current language), or the English id itself when
+    there is no translation."""
+    return catalogue(lang or language()).gettext(message)
 
 
 def width(text):

@@ -105,7 +105,7 @@ def train(args, rank, world_size, device):
                 break
             lr = learning_rate(cfg, state.step + 1, state.seconds)  # the rate for the step to step + 1
             for group in run.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_ratio", 1.0)
             loss = train_step(run.model, run.optimizer, cfg, run.autocast, world_size, run.next_batch)
             state.step += 1
             show_progress(bar, run, loss, lr, start)
@@ -323,11 +323,14 @@ def restore(resumed, model, optimizer, batch_generator, last_path):
         raise UserError(_("{path} does not fit this model's sizes ({mismatch}); don't change the model when "
                           "resuming").format(path=last_path, mismatch=mismatch))
     model.load_state_dict(resumed["model_state_dict"])
+    ratios = [group.get("lr_ratio", 1.0) for group in optimizer.param_groups]  # this run's, not the saved ones
     try:
         optimizer.load_state_dict(resumed["optimizer_state_dict"])
     except (ValueError, KeyError) as e:
         raise UserError(_("{path} holds an optimizer state this run can't use ({reason})").format(
             path=last_path, reason=e)) from None
+    for group, ratio in zip(optimizer.param_groups, ratios):
+        group["lr_ratio"] = ratio
     set_rng_state(resumed["rng_state"], batch_generator)
 
 
@@ -374,9 +377,10 @@ def make_optimizer(model, cfg, device):
     hidden = [p for block in model.blocks for p in block.parameters() if p.dim() == 2] if cfg.optimizer == "muon" else []
     taken = {id(p) for p in hidden}
     rest = [p for p in params if id(p) not in taken]
+    ratio = cfg.adamw_lr_ratio if hidden else 1.0  # AdamW's rate relative to Muon's
     groups = [
-        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_ratio": ratio},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_ratio": ratio},
     ]
     try:
         # The fused kernel updates every parameter in one pass: faster on CUDA and CPU.
@@ -555,9 +559,10 @@ def evaluate_best_model(run):
     state = run.state
     best = load_checkpoint(run.ckpt_path, "cpu")
     run.raw_model.load_state_dict(best["model_state_dict"])
+    # As many windows per forward pass as keep the logits near 16 MB: quick, and small enough for a laptop.
+    batch = max(1, min(512, 2**22 // (run.cfg.block_size * run.tokenizer.vocab_size)))
     with run.autocast:
-        full_val = full_split_loss(run.raw_model, run.splits["val"], run.cfg.block_size, run.cfg.batch_size,
-                                   run.device)
+        full_val = full_split_loss(run.raw_model, run.splits["val"], run.cfg.block_size, batch, run.device)
     best["full_val_loss"] = full_val
     save_checkpoint(best, run.ckpt_path)
     i = next(i for i, row in enumerate(state.history) if row.step == best["step"])

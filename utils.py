@@ -459,14 +459,15 @@ def unplottable(text):
     return "".join(sorted({ch for ch in text if ord(ch) > 0x2E7F and ord(ch) not in covered}))
 
 
-def plot_losses(steps, train_losses, val_losses, path, title="Training progress"):
-    """Save a train/val loss curve as a PNG, labelled in the learner's language."""
-    plt = pyplot(chinese=language() == "zh")
+def plot_losses(steps, train_losses, val_losses, path, title="Training progress", lang=None):
+    """Save a train/val loss curve as a PNG, labelled in `lang` (default: the learner's language)."""
+    lang = lang or language()
+    plt = pyplot(chinese=lang == "zh")
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(steps, train_losses, marker="o", label=_("train loss"))
-    ax.plot(steps, val_losses, marker="s", label=_("val loss"))
-    ax.set_xlabel(_("step"))
-    ax.set_ylabel(_("cross-entropy loss"))
+    ax.plot(steps, train_losses, marker="o", label=_("train loss", lang))
+    ax.plot(steps, val_losses, marker="s", label=_("val loss", lang))
+    ax.set_xlabel(_("step", lang))
+    ax.set_ylabel(_("cross-entropy loss", lang))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()

@@ -74,7 +74,8 @@ def main(argv=None):
     try:
         ids = tokenizer.encode(prompt)
     except ValueError as e:
-        raise UserError(f"{'--prompt_file' if args.prompt_file else '--prompt'}: {e}") from None
+        raise UserError(_("{flag}: {reason}").format(flag="--prompt_file" if args.prompt_file else "--prompt",
+                                                      reason=e)) from None
     if len(ids) > model.block_size:
         print(_("note: the prompt is longer than the model's block_size; showing its last {n} characters").format(
             n=model.block_size))

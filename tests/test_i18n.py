@@ -18,7 +18,7 @@ from conftest import REPO, run
 
 PO = REPO / "locale" / "zh" / "LC_MESSAGES" / "minigpt.po"
 MO = PO.with_suffix(".mo")
-SCRIPTS = sorted(REPO.glob("*.py"))
+SCRIPTS = sorted(REPO.glob("*.py")) + sorted(REPO.glob("docs/*.py"))
 
 
 def catalogue():

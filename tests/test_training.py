@@ -198,6 +198,8 @@ def test_muon_takes_the_blocks_weight_matrices_and_adamw_the_rest():
     decayed = {names[id(p)] for group in adamw.param_groups if group["weight_decay"] for p in group["params"]}
     assert decayed == {"token_embedding.weight", "position_embedding.weight"}
     assert muon.param_groups[0]["weight_decay"] == 0.5
+    ratios = train.make_optimizer(model, Config(optimizer="muon", adamw_lr_ratio=3.0), "cpu").param_groups
+    assert [group.get("lr_ratio", 1.0) for group in ratios] == [1.0, 3.0, 3.0]  # Muon's group, then AdamW's two
 
 
 def test_resuming_with_another_optimizer_is_one_clear_line(tmp_path, monkeypatch, capsys, tiny_text_file):
