@@ -142,16 +142,17 @@ def bench_against_nanogpt(cfg, args, device):
     set_seed(0)
     ours = GPTModel.from_config(cfg, args.vocab_size).to(device)
     ours_opt = make_optimizer(ours, cfg, device)
-    theirs = nanogpt.GPT(nanogpt.GPTConfig(block_size=cfg.block_size, vocab_size=args.vocab_size, n_layer=cfg.n_layer,
-                                           n_head=cfg.num_heads, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(device)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter counts
+        theirs = nanogpt.GPT(nanogpt.GPTConfig(block_size=cfg.block_size, vocab_size=args.vocab_size,
+                                               n_layer=cfg.n_layer, n_head=cfg.num_heads, n_embd=cfg.n_embd,
+                                               dropout=cfg.dropout)).to(device)
         theirs_opt = theirs.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (0.9, 0.99), device.split(":")[0])
     autocast = autocast_context(device)
     generator = torch.Generator(device=device).manual_seed(0)
 
-    def batch():
+    def batch():  # contiguous, as train.py's batches are (nanoGPT's loss calls .view on the targets)
         x = torch.randint(args.vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device, generator=generator)
-        return x[:, :-1], x[:, 1:]
+        return x[:, :-1].contiguous(), x[:, 1:].contiguous()
 
     models = {"mini-gpt": (ours, ours_opt), "nanogpt": (theirs, theirs_opt)}
     rates = {name: [] for name in models}

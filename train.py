@@ -530,7 +530,7 @@ def finish(run):
     plot_losses([r.step for r in state.history], [r.train_loss for r in state.history],
                 [r.val_loss for r in state.history], out_dir / "loss.png",
                 title=_("Mini-GPT on {name}").format(name=Path(state.data).name))
-    saved = ", ".join(map(str, [run.last_path, out_dir / "loss.png", out_dir / "log.csv"]))
+    saved = _(", ").join(map(str, [run.last_path, out_dir / "loss.png", out_dir / "log.csv"]))
     if not math.isfinite(state.best_val_loss):  # ckpt.pt exists only once an evaluation after step 0 ran
         write_log(state.history, out_dir / "log.csv")
         print("\n" + _("done: {steps} steps, so no trained model and no {ckpt}. Saved {saved}").format(
