@@ -374,7 +374,12 @@ def make_optimizer(model, cfg, device):
     learns at the same speed instead of a few dominating; at equal time it learns fastest here.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    hidden = [p for block in model.blocks for p in block.parameters() if p.dim() == 2] if cfg.optimizer == "muon" else []
+    use_muon = cfg.optimizer == "muon"
+    if use_muon and not hasattr(torch.optim, "Muon"):
+        print(_("note: torch {version} has no torch.optim.Muon (it arrived in torch 2.9); training with AdamW for "
+                "every parameter instead").format(version=torch.__version__))
+        use_muon = False
+    hidden = [p for block in model.blocks for p in block.parameters() if p.dim() == 2] if use_muon else []
     taken = {id(p) for p in hidden}
     rest = [p for p in params if id(p) not in taken]
     ratio = cfg.adamw_lr_ratio if hidden else 1.0  # AdamW's rate relative to Muon's
@@ -389,9 +394,6 @@ def make_optimizer(model, cfg, device):
         adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.99))
     if not hidden:
         return adamw
-    if not hasattr(torch.optim, "Muon"):
-        raise UserError(_("torch {version} has no torch.optim.Muon (it needs torch >= 2.9); upgrade torch or use "
-                          "--optimizer adamw").format(version=torch.__version__))
     # "match_rms_adamw" scales Muon's steps to the size AdamW's would have, so one learning rate
     # and weight decay serve both optimizers.
     muon = torch.optim.Muon(hidden, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,

@@ -182,6 +182,16 @@ def test_fused_adamw_falls_back_when_this_torch_lacks_it(monkeypatch):
     assert isinstance(adamw, real_adamw) and not adamw.defaults["fused"]
 
 
+def test_a_torch_without_muon_trains_with_adamw_and_says_so(monkeypatch, capsys):
+    from config import Config
+    from model import GPTModel
+
+    monkeypatch.delattr(torch.optim, "Muon")  # as in torch < 2.9
+    optimizer = train.make_optimizer(GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4), Config(), "cpu")
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert "has no torch.optim.Muon" in capsys.readouterr().out
+
+
 def test_muon_takes_the_blocks_weight_matrices_and_adamw_the_rest():
     from config import Config
     from model import GPTModel
