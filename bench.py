@@ -101,6 +101,18 @@ def peak_memory_mb(device):
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
+def random_batches(cfg, vocab_size, device):
+    """A function returning (x, y) batches of random token ids, seeded: speed does not depend on the text.
+    Contiguous, as train.py's batches are (nanoGPT's loss calls .view on the targets)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def batch():
+        x = torch.randint(vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device, generator=generator)
+        return x[:, :-1].contiguous(), x[:, 1:].contiguous()
+
+    return batch
+
+
 def bench_training(cfg, args, device):
     set_seed(0)
     model = GPTModel.from_config(cfg, args.vocab_size).to(device)
@@ -108,11 +120,7 @@ def bench_training(cfg, args, device):
     compiled = should_compile(cfg, device)
     runner = torch.compile(model) if compiled else model
     autocast = autocast_context(device)
-    generator = torch.Generator(device=device).manual_seed(0)
-
-    def batch():
-        x = torch.randint(args.vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device, generator=generator)
-        return x[:, :-1], x[:, 1:]
+    batch = random_batches(cfg, args.vocab_size, device)
 
     def steps(n):
         for _ in range(n):
@@ -148,11 +156,7 @@ def bench_against_nanogpt(cfg, args, device):
                                                dropout=cfg.dropout)).to(device)
         theirs_opt = theirs.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (0.9, 0.99), device.split(":")[0])
     autocast = autocast_context(device)
-    generator = torch.Generator(device=device).manual_seed(0)
-
-    def batch():  # contiguous, as train.py's batches are (nanoGPT's loss calls .view on the targets)
-        x = torch.randint(args.vocab_size, (cfg.batch_size, cfg.block_size + 1), device=device, generator=generator)
-        return x[:, :-1].contiguous(), x[:, 1:].contiguous()
+    batch = random_batches(cfg, args.vocab_size, device)
 
     models = {"mini-gpt": (ours, ours_opt), "nanogpt": (theirs, theirs_opt)}
     rates = {name: [] for name in models}

@@ -448,6 +448,11 @@ def installed_cjk_fonts(font_manager=None):
     return [name for name in CJK_FONTS if name in installed]
 
 
+def is_cjk(ch):
+    """True for Chinese, Japanese and Korean characters and their punctuation (U+2E80 onwards)."""
+    return ord(ch) >= 0x2E80
+
+
 def unplottable(text):
     """The characters of text that neither the bundled font nor a system CJK font can draw
     (empty when a system CJK font is installed: it is trusted to have them)."""
@@ -456,7 +461,7 @@ def unplottable(text):
     if installed_cjk_fonts():
         return ""
     covered = set(FT2Font(str(BUNDLED_FONT)).get_charmap()) if BUNDLED_FONT.exists() else set()
-    return "".join(sorted({ch for ch in text if ord(ch) > 0x2E7F and ord(ch) not in covered}))
+    return "".join(sorted({ch for ch in text if is_cjk(ch) and ord(ch) not in covered}))
 
 
 def plot_losses(steps, train_losses, val_losses, path, title="Training progress", lang=None):

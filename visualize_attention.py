@@ -16,7 +16,7 @@ import torch
 from config import HelpFormatter
 from generate import unescape
 from i18n import _, language
-from utils import UserError, get_device, load_model, pyplot, read_text, run_main, unplottable
+from utils import UserError, get_device, is_cjk, load_model, pyplot, read_text, run_main, unplottable
 
 
 def parse_args(argv=None):
@@ -40,7 +40,7 @@ def label(ch):
 
 def draw(maps, chars, panels, path):
     """maps: list over layers of (H, T, T); panels: [(layer, head)] to draw, in a grid of layers x heads."""
-    plt = pyplot(chinese=language() == "zh" or any(ord(ch) >= 0x2E80 for ch in chars))
+    plt = pyplot(chinese=language() == "zh" or any(map(is_cjk, chars)))
     layers = sorted({layer for layer, _ in panels})
     heads = sorted({head for _, head in panels})
     size = max(2.6, 0.22 * len(chars))  # inches per panel: room for every character's label

@@ -34,8 +34,8 @@ def main():
         full = [float(r["full_val_loss"]) for r in rows if r.get("full_val_loss")]
         line, = ax.plot(seconds, val, marker="o", markersize=3, label=label)
         if full:
-            ax.annotate(f"{full[0]:.3f}", (seconds[-1], val[-1]), textcoords="offset points", xytext=(4, 4),
-                        color=line.get_color(), fontsize=8)
+            ax.annotate(f"{full[0]:.3f}", (seconds[-1], val[-1]), textcoords="offset points", xytext=(-4, 6),
+                        ha="right", color=line.get_color(), fontsize=8)  # left of the point: inside the axes
     ax.set_xlabel(_("seconds of training"))
     ax.set_ylabel(_("val loss"))
     ax.set_ylim(top=min(ax.get_ylim()[1], 2.6))
