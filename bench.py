@@ -22,7 +22,7 @@ from config import CUDA_PRESET, PRESETS, HelpFormatter, add_config_args, choose_
 from i18n import _, ljust, width
 from model import GPTModel
 from train import make_optimizer, should_compile, train_step
-from utils import UserError, autocast_context, get_device, run_main, set_seed
+from utils import UserError, autocast_context, get_device, resolve_precision, run_main, set_seed
 
 
 def parse_args(argv=None):
@@ -119,7 +119,7 @@ def bench_training(cfg, args, device):
     optimizer = make_optimizer(model, cfg, device)
     compiled = should_compile(cfg, device)
     runner = torch.compile(model) if compiled else model
-    autocast = autocast_context(device)
+    autocast = autocast_context(device, cfg.precision)
     batch = random_batches(cfg, args.vocab_size, device)
 
     def steps(n):
@@ -155,7 +155,7 @@ def bench_against_nanogpt(cfg, args, device):
                                                n_layer=cfg.n_layer, n_head=cfg.num_heads, n_embd=cfg.n_embd,
                                                dropout=cfg.dropout)).to(device)
         theirs_opt = theirs.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (0.9, 0.99), device.split(":")[0])
-    autocast = autocast_context(device)
+    autocast = autocast_context(device, cfg.precision)
     batch = random_batches(cfg, args.vocab_size, device)
 
     models = {"mini-gpt": (ours, ours_opt), "nanogpt": (theirs, theirs_opt)}
@@ -207,7 +207,8 @@ def main(argv=None):
         vocab=args.vocab_size, **{k: getattr(cfg, k) for k in ("n_embd", "num_heads", "n_layer", "block_size",
                                                                 "batch_size", "grad_accum", "optimizer")}))
 
-    peak = matmul_peak_gflops(device)
+    precision = resolve_precision(device, cfg.precision)
+    peak = matmul_peak_gflops(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     if args.steps:
         model, compiled, train_rates, fpt = bench_training(cfg, args, device)
     else:  # generation only: an untrained model generates just as fast
@@ -222,9 +223,9 @@ def main(argv=None):
         "config": {k: getattr(cfg, k) for k in ("n_embd", "num_heads", "n_layer", "block_size", "batch_size",
                                                 "grad_accum")},
         "params": model.num_params(), "compiled": compiled,
-        "autocast": "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32",
+        "autocast": precision,
         "train_tokens_per_s": train_rates, "train_tokens_per_s_median": train_median,
-        "train_gflops_per_s": achieved, "matmul_peak_fp32_gflops": peak, "fraction_of_peak": achieved / peak,
+        "train_gflops_per_s": achieved, "matmul_peak_gflops": peak, "fraction_of_peak": achieved / peak,
         "generate_tokens_per_s": gen,
         "generate_tokens_per_s_median": {name: statistics.median(rates) for name, rates in gen.items()},
         "peak_memory_mb": peak_memory_mb(device),
@@ -239,7 +240,8 @@ def main(argv=None):
                  steps=args.steps, precision=results["autocast"] + (", compiled" if compiled else ""))),
             (_("training GFLOP/s"), _("{gflops:,.1f}   ({mflop:.2f} MFLOP per token)").format(gflops=achieved,
                                                                                               mflop=fpt / 1e6)),
-            (_("fp32 matmul peak GFLOP/s"), _("{gflops:,.1f}   (2048^3 matmul, measured now)").format(gflops=peak)),
+            (_("{precision} matmul peak GFLOP/s").format(precision=precision),
+             _("{gflops:,.1f}   (2048^3 matmul, measured now)").format(gflops=peak)),
             (_("fraction of peak"), f"{achieved / peak:.0%}"),
         ]
     if args.nanogpt:

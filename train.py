@@ -41,8 +41,8 @@ from token_cache import load_tokens
 from train_runtime import OutDirLock, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, setup_distributed
 from utils import (
     REPO_DIR, CharTokenizer, UserError, autocast_context, estimate_loss, full_split_loss, get_batch, load_checkpoint,
-    lr_at, make_checkpoint, plot_losses, progress, run_main, save_checkpoint, set_seed, state_dict_mismatch,
-    train_val_split,
+    lr_at, make_checkpoint, plot_losses, progress, resolve_precision, run_main, save_checkpoint, set_seed,
+    state_dict_mismatch, train_val_split,
 )
 
 DEFAULT_DATA = REPO_DIR / "data" / "input.txt"
@@ -282,7 +282,7 @@ def prepare(args, rank, world_size, device):
         trained = DDP(trained, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
     run = Run(cfg=cfg, state=state, tokenizer=tokenizer, raw_model=model, model=trained, optimizer=optimizer,
               batch_generator=batch_generator, splits={"train": train_data, "val": val_data},
-              autocast=autocast_context(device), out_dir=out_dir, device=device, rank=rank, world_size=world_size)
+              autocast=autocast_context(device, cfg.precision), out_dir=out_dir, device=device, rank=rank, world_size=world_size)
     if run.master:
         describe(run, preset, args, resumed, len(text_data.tokens))
     return run
@@ -355,8 +355,9 @@ def describe(run, preset, args, resumed, n_chars):
                                                                                  seconds=cfg.time_budget)
     else:
         ends = _("{steps} steps").format(steps=cfg.max_iters)
-    print(_("training: {ends}, {tokens:,} tokens per step, {optimizer}, peak lr {lr}, {schedule} schedule").format(
-        ends=ends, tokens=tokens_per_step, optimizer=cfg.optimizer, lr=cfg.learning_rate, schedule=cfg.schedule))
+    print(_("training: {ends}, {tokens:,} tokens per step, {optimizer}, peak lr {lr}, {schedule} schedule, "
+            "{precision}").format(ends=ends, tokens=tokens_per_step, optimizer=cfg.optimizer, lr=cfg.learning_rate,
+                                  schedule=cfg.schedule, precision=resolve_precision(run.device, cfg.precision)))
     if resumed:
         print(_("resuming {path} at step {step} (best val loss so far {best:.4f})").format(
             path=run.last_path, step=state.step, best=state.best_val_loss))
@@ -563,8 +564,8 @@ def evaluate_best_model(run):
     run.raw_model.load_state_dict(best["model_state_dict"])
     # As many windows per forward pass as keep the logits near 16 MB: quick, and small enough for a laptop.
     batch = max(1, min(512, 2**22 // (run.cfg.block_size * run.tokenizer.vocab_size)))
-    with run.autocast:
-        full_val = full_split_loss(run.raw_model, run.splits["val"], run.cfg.block_size, batch, run.device)
+    # No autocast: in fp32 whatever the run trained in, so runs are compared by the model's exact loss.
+    full_val = full_split_loss(run.raw_model, run.splits["val"], run.cfg.block_size, batch, run.device)
     best["full_val_loss"] = full_val
     save_checkpoint(best, run.ckpt_path)
     i = next(i for i, row in enumerate(state.history) if row.step == best["step"])

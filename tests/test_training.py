@@ -113,6 +113,18 @@ def test_time_budget_stops_the_run_and_drives_the_schedule(tmp_path, monkeypatch
     assert log[-1]["lr"] == pytest.approx(3e-3 * 0.1, rel=0.05)  # decayed to min_lr_ratio by the end
 
 
+def test_bf16_and_fp32_runs_both_learn_and_say_which_they_are(tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    for precision in ("bf16", "fp32"):
+        assert run(train, "--data", tiny_text_file, "--max_iters", "60", *SMALL, "--precision", precision,
+                   "--out_dir", precision) == 0
+        assert f"schedule, {precision}" in capsys.readouterr().out  # the start-up line says what it computes in
+        log = read_log(tmp_path / precision / "log.csv")
+        assert log[-1]["val_loss"] < log[0]["val_loss"] - 0.5
+    status = run(train, "--data", tiny_text_file, *SMALL, "--precision", "fp16")
+    assert_clean_error(status, capsys.readouterr().err, "precision must be auto, bf16 or fp32, got 'fp16'")
+
+
 def test_max_iters_and_time_budget_whichever_comes_first(tmp_path, monkeypatch, tiny_text_file):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(train.time, "perf_counter", itertools.count().__next__)  # 1 s per look: slow

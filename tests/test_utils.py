@@ -10,6 +10,7 @@ from utils import (
     CharTokenizer, UserError, full_split_loss, get_batch, get_device, load_checkpoint, load_model, lr_at,
     make_checkpoint, model_from_checkpoint, progress, read_text, save_checkpoint, train_val_split,
 )
+import utils
 
 
 def test_get_batch_targets_are_the_inputs_shifted_by_one():
@@ -61,6 +62,44 @@ def test_get_device():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
             get_device("cuda")
+
+
+def test_fast_bf16_is_read_from_the_cpu_flags(tmp_path):
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbogomips\t: 4800\n"
+    cases = {"avx512_bf16 avx512_vnni": True, "amx_tile amx_bf16": True, "avx512_vnni": False}
+    for extra, expected in cases.items():
+        (tmp_path / "cpuinfo").write_text(flags.format(extra=extra))
+        assert utils.cpu_has_fast_bf16(tmp_path / "cpuinfo") is expected
+    assert utils.cpu_has_fast_bf16(tmp_path / "missing") is False  # not Linux: stay with fp32
+
+
+def test_precision_auto_is_bf16_only_where_the_hardware_is_fast(monkeypatch):
+    for fast, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: fast)
+        assert utils.resolve_precision("cpu", "auto") == expected
+        assert utils.resolve_precision("mps", "auto") == "fp32"
+    assert utils.resolve_precision("cpu", "bf16") == "bf16" and utils.resolve_precision("cpu", "fp32") == "fp32"
+    assert utils.resolve_precision("mps", "bf16") == "fp32"  # MPS always computes in fp32 here
+    assert isinstance(utils.autocast_context("cpu", "fp32"), type(utils.nullcontext()))
+    assert utils.autocast_context("cpu", "bf16").fast_dtype == torch.bfloat16
+
+
+def test_bf16_autocast_gives_the_fp32_loss_and_gradients_to_bf16_precision():
+    torch.manual_seed(0)
+    model = GPTModel(65, n_embd=64, num_heads=4, n_layer=2, block_size=32)
+    x, y = torch.randint(65, (4, 32)), torch.randint(65, (4, 32))
+    results = {}
+    for precision in ("fp32", "bf16"):
+        model.zero_grad()
+        with utils.autocast_context("cpu", precision):
+            logits, loss = model(x, y)
+        loss.backward()
+        assert logits.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+        assert loss.dtype == torch.float32 and model.lm_head.weight.grad.dtype == torch.float32  # fp32 weights
+        results[precision] = loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])
+    (loss32, grad32), (loss16, grad16) = results["fp32"], results["bf16"]
+    assert abs(loss16 - loss32) < 1e-2  # bf16 keeps ~3 significant digits
+    assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.99
 
 
 def test_checkpoint_round_trip(tmp_path):
