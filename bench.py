@@ -38,8 +38,8 @@ def parse_args(argv=None):
     parser.add_argument("--gen_tokens", type=int, default=200, help="tokens per generation repeat (0 = skip)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
     parser.add_argument("--nanogpt", default=None, metavar="MODEL_PY",
-                        help="also time nanoGPT's GPT (the model.py of a nanoGPT checkout) at the same sizes, batch "
-                             "and optimizer settings, interleaved with this repo's model in this process")
+                        help="also time nanoGPT's GPT (the model.py of a nanoGPT checkout) with the same sizes, batch, "
+                             "optimizer and precision, interleaved with this repo's model in this process")
     add_config_args(parser)
     return parser.parse_args(argv)
 
@@ -136,9 +136,10 @@ def bench_training(cfg, args, device):
 def bench_against_nanogpt(cfg, args, device):
     """Training tokens/s of this repo's model and of nanoGPT's GPT at the same sizes, timed in turns.
 
-    Each trains with its own optimizer as its own code builds it: train.make_optimizer (config.py's
-    choice) here, nanoGPT's configure_optimizers (AdamW, fused on CUDA only) there. The two alternate
-    repeat by repeat, so a noisy neighbour slows both alike. Returns {"mini-gpt": rates, "nanogpt": rates}.
+    Both train with the same optimizer, train.make_optimizer's (config.py's choice: Muon for the blocks'
+    weight matrices and AdamW for the rest, or AdamW throughout), in the same precision, so the difference
+    is the models' code. The two alternate repeat by repeat, so a noisy neighbour slows both alike.
+    Returns {"mini-gpt": rates, "nanogpt": rates}.
     """
     import contextlib
     import importlib.util
@@ -154,7 +155,7 @@ def bench_against_nanogpt(cfg, args, device):
         theirs = nanogpt.GPT(nanogpt.GPTConfig(block_size=cfg.block_size, vocab_size=args.vocab_size,
                                                n_layer=cfg.n_layer, n_head=cfg.num_heads, n_embd=cfg.n_embd,
                                                dropout=cfg.dropout)).to(device)
-        theirs_opt = theirs.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (0.9, 0.99), device.split(":")[0])
+    theirs_opt = make_optimizer(theirs, cfg, device, blocks=theirs.transformer.h)
     autocast = autocast_context(device, cfg.precision)
     batch = random_batches(cfg, args.vocab_size, device)
 

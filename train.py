@@ -366,13 +366,14 @@ def describe(run, preset, args, resumed, n_chars):
                 "keep it").format(path=run.ckpt_path))
 
 
-def make_optimizer(model, cfg, device):
+def make_optimizer(model, cfg, device, blocks=None):
     """The optimizer(s) for a model. Weight decay applies to weight matrices and embeddings only.
 
     optimizer "adamw": AdamW for every parameter. "muon": Muon for the transformer blocks' weight
     matrices (attention and MLP), AdamW for the rest (embeddings, head, biases, LayerNorms). Muon
     replaces each update matrix by the nearest orthogonal one, so every direction of the matrix
     learns at the same speed instead of a few dominating; at equal time it learns fastest here.
+    blocks: the transformer blocks (default model.blocks; bench.py passes nanoGPT's).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     use_muon = cfg.optimizer == "muon"
@@ -380,7 +381,8 @@ def make_optimizer(model, cfg, device):
         print(_("note: torch {version} has no torch.optim.Muon (it arrived in torch 2.9); training with AdamW for "
                 "every parameter instead").format(version=torch.__version__))
         use_muon = False
-    hidden = [p for block in model.blocks for p in block.parameters() if p.dim() == 2] if use_muon else []
+    blocks = model.blocks if blocks is None else blocks
+    hidden = [p for block in blocks for p in block.parameters() if p.dim() == 2] if use_muon else []
     taken = {id(p) for p in hidden}
     rest = [p for p in params if id(p) not in taken]
     ratio = cfg.adamw_lr_ratio if hidden else 1.0  # AdamW's rate relative to Muon's

@@ -139,3 +139,56 @@ def test_bench_reports_consistent_numbers(tmp_path, capsys):
     assert results["train_gflops_per_s"] > 0 and results["matmul_peak_gflops"] > 0
     assert set(results["generate_tokens_per_s_median"]) == {"cached", "uncached"}
     assert results["peak_memory_mb"] > 0
+
+
+FAKE_NANOGPT = '''
+from dataclasses import dataclass
+import torch, torch.nn as nn, torch.nn.functional as F
+
+@dataclass
+class GPTConfig:
+    block_size: int = 16
+    vocab_size: int = 65
+    n_layer: int = 1
+    n_head: int = 2
+    n_embd: int = 32
+    dropout: float = 0.0
+
+class GPT(nn.Module):  # nanoGPT's interface: transformer.h holds the blocks; forward(idx, targets)
+    def __init__(self, config):
+        super().__init__()
+        print("number of parameters: ...")
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            h=nn.ModuleList(nn.Linear(config.n_embd, config.n_embd) for _ in range(config.n_layer))))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+
+    def forward(self, idx, targets=None):
+        x = self.transformer.wte(idx)
+        for block in self.transformer.h:
+            x = x + block(x)
+        logits = self.lm_head(x)
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+'''
+
+
+def test_bench_times_nanogpt_side_by_side_with_the_same_optimizer(tmp_path, capsys, monkeypatch):
+    import json
+
+    import bench
+
+    (tmp_path / "model.py").write_text(FAKE_NANOGPT)
+    built = []
+    make = bench.make_optimizer
+    monkeypatch.setattr(bench, "make_optimizer", lambda *a, **k: built.append(make(*a, **k)) or built[-1])
+    out = tmp_path / "bench.json"
+    flags = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "16", "--batch_size", "4",
+             "--repeats", "2", "--steps", "2", "--warmup", "1", "--gen_tokens", "0", "--device", "cpu"]
+    assert run(bench, *flags, "--nanogpt", tmp_path / "model.py", "--json", out) == 0
+    assert "training tokens/s, this model vs nanoGPT" in capsys.readouterr().out
+    side = json.loads(out.read_text())["side_by_side_tokens_per_s"]
+    assert len(side["mini-gpt"]) == len(side["nanogpt"]) == 2 and min(side["nanogpt"]) > 0
+    ours, theirs = built[-2:]  # both Muon (the default) for their blocks' weight matrices, AdamW for the rest
+    muon_shapes = [[tuple(p.shape) for p in opt.optimizers[0].param_groups[0]["params"]] for opt in (ours, theirs)]
+    assert muon_shapes[1] == [(32, 32), (32, 32)]  # nanoGPT's two blocks' weights, not its embedding or head
+    assert len(muon_shapes[0]) == 8  # this repo: qkv, proj, MLP in and out, in each of its 2 blocks
