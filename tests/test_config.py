@@ -69,8 +69,8 @@ def test_an_edit_to_config_py_is_what_the_next_run_uses(tmp_path, tiny_text_file
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("out*", ".git", "tests", "docs", "static", "data"))
     config = copy / "config.py"
     text = config.read_text(encoding="utf-8")
-    for field, old, new in (("n_embd", 128, 48), ("num_heads", 4, 3), ("n_layer", 4, 1)):
-        line = f"    {field}: int = _param({old}, "
+    for field, new in (("n_embd", 48), ("num_heads", 3), ("n_layer", 1)):
+        line = f"    {field}: int = _param({getattr(Config(), field)}, "
         assert line in text, f"config.py no longer has {line!r}; update this test"
         text = text.replace(line, f"    {field}: int = _param({new}, ")
     config.write_text(text, encoding="utf-8")

@@ -7,6 +7,7 @@ import shlex
 
 import pytest
 
+import config
 import utils
 from conftest import REPO, assert_clean_error, run
 
@@ -111,9 +112,11 @@ def test_experiment_4_writes_a_new_file_and_gets_the_documented_error(learner, c
     [command] = [c for c in COMMANDS if path in c and c.startswith("python3 train.py")]
     status = run_command(command, "--device", "cpu")
     err = capsys.readouterr().err
-    assert_clean_error(status, err, f"{path} has {len(text)} characters, too few for block_size 128")
-    documented = re.search(rf"错误：{re.escape(path)} 只有 (\d+) 个字符", TUTORIAL)
+    block_size = config.Config().block_size
+    assert_clean_error(status, err, f"{path} has {len(text)} characters, too few for block_size {block_size}")
+    documented = re.search(rf"错误：{re.escape(path)} 只有 (\d+) 个字符，对 block_size (\d+) 来说太少", TUTORIAL)
     assert int(documented.group(1)) == len(text)  # the Chinese text quotes the real count
+    assert int(documented.group(2)) == block_size  # ... and config.py's block size
 
 
 def test_the_vocabulary_sizes_quoted_are_the_real_ones():
