@@ -32,16 +32,15 @@ def main():
         seconds = [float(r["seconds"]) for r in rows]
         val = [float(r["val_loss"]) for r in rows]
         full = [float(r["full_val_loss"]) for r in rows if r.get("full_val_loss")]
-        line, = ax.plot(seconds, val, marker="o", markersize=3, label=label)
-        if full:
-            ax.annotate(f"{full[0]:.3f}", (seconds[-1], val[-1]), textcoords="offset points", xytext=(-4, 6),
-                        ha="right", color=line.get_color(), fontsize=8)  # left of the point: inside the axes
+        if full:  # the whole-split score of the run's best model goes in the legend, where labels can't collide
+            label = _("{label}: {loss:.3f}").format(label=label, loss=full[0])
+        ax.plot(seconds, val, marker="o", markersize=3, label=label)
     ax.set_xlabel(_("seconds of training"))
     ax.set_ylabel(_("val loss"))
     ax.set_ylim(top=min(ax.get_ylim()[1], 2.6))
     ax.set_title(args.title or _("Validation loss on a 2-core CPU"))
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(title=_("number: the best model's loss on the whole validation split"), title_fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(_("wrote {path}").format(path=args.out))
