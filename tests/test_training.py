@@ -34,6 +34,8 @@ def final_weights(out_dir):
 
 def test_stop_and_resume_gives_the_same_run_as_going_straight(tmp_path, monkeypatch, capsys, tiny_text_file):
     monkeypatch.chdir(tmp_path)
+    # Whatever handled Ctrl-C before (Python's default, or SIG_IGN in a shell's background job) must be put back.
+    handler_before = signal.getsignal(signal.SIGINT)
     flags = ["--data", tiny_text_file, "--max_iters", "40", *SMALL]
     assert run(train, *flags, "--out_dir", "straight") == 0
 
@@ -50,7 +52,7 @@ def test_stop_and_resume_gives_the_same_run_as_going_straight(tmp_path, monkeypa
     out = capsys.readouterr().out
     assert "interrupted at step 24" in out and "python3 train.py --out_dir stopped --resume" in out
     assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["step"] == 24
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C handling put back
+    assert signal.getsignal(signal.SIGINT) is handler_before  # Ctrl-C handling put back
 
     monkeypatch.setattr(train, "get_batch", real_get_batch)
     torch.manual_seed(999)  # a resumed run must not depend on the state the process happens to be in
