@@ -79,6 +79,10 @@ def main(argv=None):
         out_dir = Path(args.out_dir)
         with OutDirLock(out_dir) if rank == 0 else nullcontext():  # one run at a time writes to out_dir
             train(args, rank, world_size, device)
+        if dist.is_initialized():
+            # Leave together: rank 0 still scores and saves the best model after the loop, and a rank that tears
+            # gloo down meanwhile was once seen to abort at exit ("terminate called without an active exception").
+            dist.barrier()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
