@@ -59,7 +59,7 @@ class CausalSelfAttention(nn.Module):
 
     Computes the same thing as running `num_heads` `Head`s and concatenating their outputs
     (tests/test_model.py checks it), but with one matrix multiply for q, k and v of every head
-    and PyTorch's fused `scaled_dot_product_attention`, which is much faster than a Python loop.
+    and one batched attention for all heads (`causal_attention`), much faster than a Python loop.
 
     Weight layout of `qkv`: rows [0, C) are the queries, [C, 2C) the keys, [2C, 3C) the values;
     within each, head h owns rows [h*hs, (h+1)*hs).
@@ -94,8 +94,8 @@ class CausalSelfAttention(nn.Module):
             offset = kv_cache.length  # x's tokens sit at positions offset .. offset + T - 1
             k, v = kv_cache.append(k, v)  # (B, H, offset + T, hs): every token so far
         dropout_p = self.dropout if self.training else 0.0
-        if offset == 0:  # queries and keys are the same positions: the fused causal kernel
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+        if offset == 0:  # queries and keys are the same positions: plain causal attention
+            y = causal_attention(q, k, v, dropout_p)
         else:  # new tokens after cached ones: each sees every cached key and the new ones up to itself
             mask = causal_mask(T, offset, x.device)  # (T, offset + T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
@@ -109,6 +109,25 @@ class CausalSelfAttention(nn.Module):
         wei = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, H, T, T)
         wei = wei.masked_fill(~causal_mask(T, 0, x.device), float("-inf"))  # no looking at the future
         return F.softmax(wei, dim=-1)
+
+
+def causal_attention(q, k, v, dropout_p=0.0):
+    """softmax(q @ k^T / sqrt(hs), future masked out) @ v for q, k, v of shape (B, H, T, hs).
+
+    PyTorch's fused `scaled_dot_product_attention` is the fast way almost everywhere. The exception is
+    a CPU in bf16 (train.py's `--precision auto` on CPUs with AVX512-BF16 or AMX): there, at this model's
+    head size of 32, its kernel is slower than the three steps written out, and a default training step
+    takes 100 ms with it against 73 ms without (docs/speedrun.md). In fp32 the fused kernel wins, so only
+    that one case takes the explicit path; both give the same result (tests/test_model.py).
+    """
+    if not (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+    B, H, T, hs = q.shape
+    # -inf above the diagonal: adding it to the scores leaves a weight of 0 on every future position.
+    future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    q, k, v = (t.reshape(B * H, T, hs) for t in (q, k, v))  # every head of every sequence side by side
+    scores = torch.baddbmm(future.expand(B * H, T, T), q, k.transpose(1, 2), alpha=hs**-0.5)  # (B*H, T, T)
+    return (F.softmax(scores, dim=-1) @ v).view(B, H, T, hs)
 
 
 def causal_mask(T, offset, device):

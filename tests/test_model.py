@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import CausalSelfAttention, GPTModel, Head, sample_next
+import model as model_module
+from model import CausalSelfAttention, GPTModel, Head, causal_attention, sample_next
 
 
 def small_model(vocab_size=11, block_size=8, **kwargs):
@@ -63,6 +64,29 @@ def test_fused_attention_equals_concatenated_heads():
     x = torch.randn(2, block_size, n_embd)
     expected = fused.proj(torch.cat([head(x) for head in heads], dim=-1))
     torch.testing.assert_close(fused(x), expected, atol=1e-5, rtol=0)
+
+
+def test_bf16_attention_on_a_cpu_computes_what_the_fused_kernel_does(monkeypatch):
+    # bf16 on a CPU takes the written-out path (faster there than the fused kernel): same values, same gradients.
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, requires_grad=True) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    expected.square().sum().backward()
+    expected_grads = [t.grad.clone() for t in (q, k, v)]
+
+    def not_this_one(*args, **kwargs):
+        raise AssertionError("bf16 attention on a CPU should not use the fused kernel")
+
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", not_this_one)
+    q16, k16, v16 = (t.detach().bfloat16().requires_grad_() for t in (q, k, v))
+    got = causal_attention(q16, k16, v16)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=0)  # bf16 keeps ~3 significant digits
+    got.float().square().sum().backward()
+    for t16, grad in zip((q16, k16, v16), expected_grads):
+        assert F.cosine_similarity(t16.grad.float().flatten(), grad.flatten(), dim=0) > 0.999
+    # Causal: the first position sees only itself, so its output is its own value vector.
+    torch.testing.assert_close(got[:, :, 0].float(), v16[:, :, 0].float())
 
 
 # ---------------------------------------------------------------- GPTModel
