@@ -59,7 +59,7 @@ class Config:
     grad_accum: int = _param(1, "micro-batches summed into each optimizer step (a bigger batch in less memory)")
     time_budget: float = _param(580.0, "stop after this many seconds of training (0 = no limit): with start-up and "
                                        "the final sample, `python3 train.py` takes 10 minutes")
-    # bf16 matmuls run 4.4x faster than fp32 on CPUs with AVX512-BF16 or AMX: 1.5x the steps at these defaults
+    # bf16 matmuls run 4.4x faster than fp32 on CPUs with AVX512-BF16 or AMX: 1.9x the steps at these defaults
     precision: str = _param("auto", "bf16 or fp32 matrix multiplies: auto = bf16 on CUDA GPUs and on CPUs that "
                                     "multiply bf16 in hardware (AVX512-BF16, AMX), fp32 elsewhere")
     compile: str = _param("auto", "torch.compile the model: auto (on for CUDA only), true or false")
