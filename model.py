@@ -123,8 +123,8 @@ def causal_attention(q, k, v, dropout_p=0.0):
     if not (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
     B, H, T, hs = q.shape
-    # -inf above the diagonal: adding it to the scores leaves a weight of 0 on every future position.
-    future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    # -inf wherever causal_mask forbids looking: added to the scores, it leaves a weight of 0 on every future position.
+    future = torch.zeros(T, T, dtype=q.dtype, device=q.device).masked_fill(~causal_mask(T, 0, q.device), float("-inf"))
     q, k, v = (t.reshape(B * H, T, hs) for t in (q, k, v))  # every head of every sequence side by side
     scores = torch.baddbmm(future.expand(B * H, T, T), q, k.transpose(1, 2), alpha=hs**-0.5)  # (B*H, T, T)
     return (F.softmax(scores, dim=-1) @ v).view(B, H, T, hs)
