@@ -226,6 +226,46 @@ def test_muon_takes_the_blocks_weight_matrices_and_adamw_the_rest():
     assert [group.get("lr_ratio", 1.0) for group in ratios] == [1.0, 3.0, 3.0]  # Muon's group, then AdamW's two
 
 
+def test_our_muon_is_torchs_with_a_choice_of_newton_schulz_precision(monkeypatch):
+    from config import Config
+    from model import GPTModel
+
+    shapes = [(12, 4), (4, 4), (4, 12), (12, 4)]  # a tall, a square and a wide matrix; two of one shape share a batch
+
+    def parameters():
+        torch.manual_seed(0)
+        return [torch.nn.Parameter(torch.randn(*shape) * 0.1) for shape in shapes]
+
+    kwargs = dict(lr=0.01, weight_decay=0.5, adjust_lr_fn="match_rms_adamw")
+    theirs, ours_bf16, ours_fp32 = parameters(), parameters(), parameters()
+    optimizers = [torch.optim.Muon(theirs, **kwargs), train.Muon(ours_bf16, ns_dtype=torch.bfloat16, **kwargs),
+                  train.Muon(ours_fp32, ns_dtype=torch.float32, **kwargs)]
+    for step in range(4):
+        gradients = [torch.randn(*shape) for shape in shapes]
+        for params, optimizer in zip((theirs, ours_bf16, ours_fp32), optimizers):
+            for p, g in zip(params, gradients):
+                p.grad = g.clone()
+            optimizer.step()
+    moved = max((p - q).abs().max().item() for p, q in zip(theirs, parameters()))
+    for a, b, c in zip(theirs, ours_bf16, ours_fp32):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=0)  # in bf16: PyTorch's numbers, up to rounding
+        assert (c - a).abs().max().item() < 0.05 * moved  # in fp32: the same steps, less rounding
+    # The same state, so a checkpoint of one resumes with the other.
+    optimizers[2].load_state_dict(optimizers[0].state_dict())
+
+    # Newton-Schulz brings every singular value near 1, whatever the matrix's scale.
+    matrices = torch.randn(3, 8, 24) * torch.tensor([1e-3, 1.0, 1e3]).view(3, 1, 1)
+    singular = torch.linalg.svdvals(train.orthogonalize(matrices, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float32))
+    assert singular.min() > 0.6 and singular.max() < 1.3
+
+    # make_optimizer iterates in bf16 only where the hardware multiplies bf16.
+    model = GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4)
+    for fast_bf16, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: fast_bf16)
+        muon, _ = train.make_optimizer(model, Config(optimizer="muon"), "cpu").optimizers
+        assert muon.ns_dtype == dtype
+
+
 def test_resuming_with_another_optimizer_is_one_clear_line(tmp_path, monkeypatch, capsys, tiny_text_file):
     monkeypatch.chdir(tmp_path)
     assert run(train, "--data", tiny_text_file, "--max_iters", "4", "--optimizer", "adamw", *SMALL) == 0
