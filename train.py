@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from config import (
@@ -112,6 +113,7 @@ def train(args, rank, world_size, device):
                 group["lr"] = lr * group.get("lr_ratio", 1.0)
             loss = train_step(run.model, run.optimizer, cfg, run.autocast, world_size, run.next_batch)
             state.step += 1
+            run.update_average()  # in the run's last average_fraction: add these weights to the average
             show_progress(bar, run, loss, lr, start)
     bar.close()
     finish(run)  # log.csv, loss.png, the summary and a sample
@@ -164,6 +166,7 @@ class Run:
     device: str
     rank: int
     world_size: int
+    average: AveragedModel = None  # the weight average of the run's last part (rank 0 only; None when off)
 
     @property
     def master(self):  # only the first process logs, evaluates, samples and saves
@@ -177,6 +180,27 @@ class Run:
     def last_path(self):
         return self.out_dir / "last.pt"
 
+    @property
+    def best_model(self):
+        """The model evaluations score and ckpt.pt saves: the weight average once it has begun, else the
+        weights as they train."""
+        if self.average is not None and self.average.n_averaged > 0:
+            return self.average.module
+        return self.raw_model
+
+    def update_average(self):
+        """Add the current weights to the average once the run is in its last average_fraction.
+
+        Late in the run the learning rate is low, and each step still nudges the weights a little this way and
+        that, after the last few batches it saw. The mean of those weights sits between the nudges: it fits
+        the text it has not seen better than any single one of them (docs/speedrun.md, row 13).
+        """
+        if self.average is None:
+            return
+        done = progress(self.state.step, self.state.seconds, self.cfg.max_iters, self.cfg.time_budget)
+        if done >= 1.0 - self.cfg.average_fraction:
+            self.average.update_parameters(self.raw_model)  # the first call copies, later ones keep a running mean
+
     def next_batch(self):
         return get_batch(self.splits["train"], self.cfg.batch_size, self.cfg.block_size, self.device,
                          self.batch_generator)
@@ -185,11 +209,16 @@ class Run:
         return bool(self.state.history) and self.state.history[-1].step == self.state.step
 
     def save(self, path, resumable):
-        """ckpt.pt holds the model; last.pt (resumable) also the optimizer and random states."""
+        """ckpt.pt holds the best model (the weight average once it has begun); last.pt (resumable) holds the
+        weights as they train, the average so far, the optimizer and the random states."""
         extra = self.state.to_checkpoint()
-        if resumable:
-            extra["optimizer_state_dict"] = self.optimizer.state_dict()
-            extra["rng_state"] = rng_state(self.batch_generator)
+        if not resumable:
+            save_checkpoint(make_checkpoint(self.best_model, self.tokenizer, self.cfg, **extra), path)
+            return
+        extra["optimizer_state_dict"] = self.optimizer.state_dict()
+        extra["rng_state"] = rng_state(self.batch_generator)
+        if self.average is not None:
+            extra["average_state_dict"] = self.average.state_dict()
         save_checkpoint(make_checkpoint(self.raw_model, self.tokenizer, self.cfg, **extra), path)
 
 
@@ -223,7 +252,7 @@ def evaluate_and_save(run):
     """Estimate both losses, log them, and save last.pt, plus ckpt.pt when val is the best yet."""
     cfg, state = run.cfg, run.state
     with run.autocast:
-        losses = estimate_loss(run.raw_model, run.splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, run.device)
+        losses = estimate_loss(run.best_model, run.splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, run.device)
     if not all(math.isfinite(v) for v in losses.values()):
         raise FloatingPointError(state.step)
     lr = learning_rate(cfg, state.step, state.seconds)
@@ -275,8 +304,10 @@ def prepare(args, rank, world_size, device):
     torch.manual_seed(state.seed + rank)  # ... but each process its own dropout masks
     optimizer = make_optimizer(model, cfg, device)
     batch_generator = torch.Generator().manual_seed(state.seed + rank)  # ... and its own batches
+    # A second copy of the weights, for their average over the run's last part; only rank 0 evaluates and saves.
+    average = AveragedModel(model) if cfg.average_fraction > 0 and rank == 0 else None
     if resumed:
-        restore(resumed, model, optimizer, batch_generator, last_path)
+        restore(resumed, model, optimizer, batch_generator, last_path, average)
         if world_size > 1:  # last.pt holds rank 0's random states: give each process its own stream again
             torch.manual_seed(state.seed + rank + 7919 * state.step)
             batch_generator.manual_seed(state.seed + rank + 7919 * state.step)
@@ -286,7 +317,8 @@ def prepare(args, rank, world_size, device):
         trained = DDP(trained, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
     run = Run(cfg=cfg, state=state, tokenizer=tokenizer, raw_model=model, model=trained, optimizer=optimizer,
               batch_generator=batch_generator, splits={"train": train_data, "val": val_data},
-              autocast=autocast_context(device, cfg.precision), out_dir=out_dir, device=device, rank=rank, world_size=world_size)
+              autocast=autocast_context(device, cfg.precision), out_dir=out_dir, device=device, rank=rank,
+              world_size=world_size, average=average)
     if run.master:
         describe(run, preset, args, resumed, len(text_data.tokens))
     return run
@@ -320,8 +352,8 @@ def resumed_config(args, resumed):
     return apply_overrides(Config(**known), given)
 
 
-def restore(resumed, model, optimizer, batch_generator, last_path):
-    """Load last.pt's weights, optimizer state and random states."""
+def restore(resumed, model, optimizer, batch_generator, last_path, average=None):
+    """Load last.pt's weights, weight average, optimizer state and random states."""
     mismatch = state_dict_mismatch(model, resumed["model_state_dict"])
     if mismatch:
         raise UserError(_("{path} does not fit this model's sizes ({mismatch}); don't change the model when "
@@ -336,6 +368,8 @@ def restore(resumed, model, optimizer, batch_generator, last_path):
     for group, ratio in zip(optimizer.param_groups, ratios):
         group["lr_ratio"] = ratio
     set_rng_state(resumed["rng_state"], batch_generator)
+    if average is not None and "average_state_dict" in resumed:  # else the average starts afresh
+        average.load_state_dict(resumed["average_state_dict"])
 
 
 def describe(run, preset, args, resumed, n_chars):
@@ -362,6 +396,9 @@ def describe(run, preset, args, resumed, n_chars):
     print(_("training: {ends}, {tokens:,} tokens per step, {optimizer}, peak lr {lr}, {schedule} schedule, "
             "{precision}").format(ends=ends, tokens=tokens_per_step, optimizer=cfg.optimizer, lr=cfg.learning_rate,
                                   schedule=cfg.schedule, precision=resolve_precision(run.device, cfg.precision)))
+    if cfg.average_fraction > 0:
+        print(_("weights: averaged over the last {share} of the run; evaluations score that average and "
+                "ckpt.pt holds it").format(share=f"{100 * cfg.average_fraction:g}%"))
     if resumed:
         print(_("resuming {path} at step {step} (best val loss so far {best:.4f})").format(
             path=run.last_path, step=state.step, best=state.best_val_loss))
@@ -464,7 +501,8 @@ def orthogonalize(matrices, coefficients, steps, eps, dtype):
 def muon_lr_scale(adjust_lr_fn, shape):
     """torch.optim.Muon's learning-rate scale for a matrix of this shape (its adjust_lr_fn argument)."""
     rows, cols = shape[:2]
-    if adjust_lr_fn == "match_rms_adamw":  # an orthogonal update's size (RMS) is 1/sqrt(max side): bring it to AdamW's ~0.2
+    if adjust_lr_fn == "match_rms_adamw":
+        # An orthogonal update's RMS is 1/sqrt(the longer side); this brings it to the ~0.2 of AdamW's updates.
         return 0.2 * math.sqrt(max(rows, cols))
     return math.sqrt(max(1, rows / cols))  # "original" (Keller Jordan's): taller matrices take larger steps
 

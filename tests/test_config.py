@@ -48,6 +48,8 @@ def test_validate_explains_what_is_wrong():
         validate(Config(n_embd=100, num_heads=3))
     with pytest.raises(ValueError, match="dropout must be in"):
         validate(Config(dropout=1.5))
+    with pytest.raises(ValueError, match=r"average_fraction must be in \[0, 1\], got 1.5"):
+        validate(Config(average_fraction=1.5))
     with pytest.raises(ValueError, match="unknown config field"):
         apply_overrides(Config(), {"n_embed": 3})
 

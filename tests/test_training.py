@@ -36,7 +36,8 @@ def test_stop_and_resume_gives_the_same_run_as_going_straight(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     # Whatever handled Ctrl-C before (Python's default, or SIG_IGN in a shell's background job) must be put back.
     handler_before = signal.getsignal(signal.SIGINT)
-    flags = ["--data", tiny_text_file, "--max_iters", "40", *SMALL]
+    # The weights are averaged over the last half (steps 20-40), so the stop at step 24 falls inside it.
+    flags = ["--data", tiny_text_file, "--max_iters", "40", "--average_fraction", "0.5", *SMALL]
     assert run(train, *flags, "--out_dir", "straight") == 0
 
     # Press Ctrl-C in the middle of step 24: the step finishes, then last.pt captures everything.
@@ -65,6 +66,45 @@ def test_stop_and_resume_gives_the_same_run_as_going_straight(tmp_path, monkeypa
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-5 and abs(a["val_loss"] - b["val_loss"]) < 1e-5
     for name, tensor in final_weights(tmp_path / "straight").items():
         torch.testing.assert_close(final_weights(tmp_path / "stopped")[name], tensor, atol=1e-5, rtol=0)
+    straight_average, resumed_average = (torch.load(tmp_path / d / "last.pt", weights_only=True)["average_state_dict"]
+                                         for d in ("straight", "stopped"))
+    assert straight_average["n_averaged"] == resumed_average["n_averaged"] == 21  # steps 20 to 40
+    for name, tensor in straight_average.items():
+        torch.testing.assert_close(resumed_average[name], tensor, atol=1e-5, rtol=0)
+
+
+def test_the_saved_model_is_the_mean_of_the_weights_over_the_runs_last_part(tmp_path, monkeypatch, capsys,
+                                                                            tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    real_train_step, snapshots = train.train_step, []
+
+    def recording_train_step(model, *args):
+        loss = real_train_step(model, *args)
+        snapshots.append({name: p.detach().clone() for name, p in model.named_parameters(remove_duplicate=False)})
+        return loss
+
+    monkeypatch.setattr(train, "train_step", recording_train_step)
+    # 20 steps by the step count alone; one evaluation after step 0, at the end, so ckpt.pt is saved there.
+    flags = ["--data", tiny_text_file, *SMALL, "--max_iters", "20", "--time_budget", "0", "--eval_interval", "100"]
+    assert run(train, *flags, "--average_fraction", "0.25", "--out_dir", "averaged") == 0
+    assert "weights: averaged over the last 25% of the run" in capsys.readouterr().out
+    last = torch.load(tmp_path / "averaged" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "averaged" / "ckpt.pt", weights_only=True)
+    assert len(snapshots) == 20 and last["average_state_dict"]["n_averaged"] == 6  # after steps 15, 16, ..., 20
+    for name, tensor in last["model_state_dict"].items():
+        mean = torch.stack([snapshot[name] for snapshot in snapshots[14:]]).mean(dim=0)
+        torch.testing.assert_close(best["model_state_dict"][name], mean, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(tensor, snapshots[-1][name])  # last.pt keeps the weights as they train
+        assert not torch.allclose(mean, snapshots[-1][name])  # ... which are not the average
+
+    snapshots.clear()
+    assert run(train, *flags, "--average_fraction", "0", "--out_dir", "plain") == 0
+    assert "averaged over" not in capsys.readouterr().out
+    last = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "plain" / "ckpt.pt", weights_only=True)
+    assert "average_state_dict" not in last
+    for name, tensor in last["model_state_dict"].items():
+        torch.testing.assert_close(best["model_state_dict"][name], tensor)
 
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_whole_save(tmp_path, monkeypatch, capsys, tiny_text_file):
