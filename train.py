@@ -181,7 +181,7 @@ class Run:
         return self.out_dir / "last.pt"
 
     @property
-    def best_model(self):
+    def eval_model(self):
         """The model evaluations score and ckpt.pt saves: the weight average once it has begun, else the
         weights as they train."""
         if self.average is not None and self.average.n_averaged > 0:
@@ -213,7 +213,7 @@ class Run:
         weights as they train, the average so far, the optimizer and the random states."""
         extra = self.state.to_checkpoint()
         if not resumable:
-            save_checkpoint(make_checkpoint(self.best_model, self.tokenizer, self.cfg, **extra), path)
+            save_checkpoint(make_checkpoint(self.eval_model, self.tokenizer, self.cfg, **extra), path)
             return
         extra["optimizer_state_dict"] = self.optimizer.state_dict()
         extra["rng_state"] = rng_state(self.batch_generator)
@@ -252,7 +252,7 @@ def evaluate_and_save(run):
     """Estimate both losses, log them, and save last.pt, plus ckpt.pt when val is the best yet."""
     cfg, state = run.cfg, run.state
     with run.autocast:
-        losses = estimate_loss(run.best_model, run.splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, run.device)
+        losses = estimate_loss(run.eval_model, run.splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, run.device)
     if not all(math.isfinite(v) for v in losses.values()):
         raise FloatingPointError(state.step)
     lr = learning_rate(cfg, state.step, state.seconds)
@@ -483,8 +483,9 @@ def orthogonalize(matrices, coefficients, steps, eps, dtype):
     """Newton-Schulz: move every singular value of each matrix towards 1, keeping its singular vectors.
 
     matrices: (N, rows, cols), N matrices of one shape. Returns the same shape, in `dtype`. Each pass maps
-    X to a*X + (b*XX^T + c*(XX^T)^2) X, a polynomial in X's singular values; a few passes take them all from
-    (0, 1] to about 1 (between 0.7 and 1.2 with the tuned coefficients: close enough, and only a few matmuls).
+    X to a*X + (b*XX^T + c*(XX^T)^2) X, which applies one odd polynomial to every singular value and leaves the
+    singular vectors alone. The coefficients are tuned so that five passes bring every singular value that is
+    not tiny close to 1 (0.68 to 1.13 for random 128 x 384 matrices): not exact, but only 15 matmuls.
     """
     a, b, c = coefficients
     x = matrices.to(dtype)
@@ -492,7 +493,7 @@ def orthogonalize(matrices, coefficients, steps, eps, dtype):
     if not wide:
         x = x.mT  # work on the side where X @ X^T is the smaller matrix
     x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # singular values <= the Frobenius norm: now <= 1
-    for _ in range(steps):
+    for _pass in range(steps):
         gram = x @ x.mT  # (N, r, r), r = the smaller side
         x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x if wide else x.mT
