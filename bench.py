@@ -88,7 +88,8 @@ def matmul_peak_gflops(device, dtype=torch.float32, n=2048, repeats=5):
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6 per weight (2 forward, 4 backward), plus attention's
     score and weighted-sum matmuls, 12 * n_layer * block_size * n_embd (the usual estimate, as in PaLM)."""
-    weights = model.num_params() - model.position_embedding.weight.numel()  # a lookup, not a matmul
+    lookup = model.position_embedding.weight.numel() if model.position_embedding is not None else 0
+    weights = model.num_params() - lookup  # the position table is a lookup, not a matmul
     return 6 * weights + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
 
 

@@ -30,6 +30,12 @@ class Config:
     n_layer: int = _param(3, "number of transformer blocks")
     # 256 characters, five to eight lines of a play: as fast per token as 128, and each prediction sees more
     block_size: int = _param(256, "context length: how many characters the model sees at once")
+    # learned, as day 2 teaches. rope and qk_norm pay in 75 s runs on a CPU (both: 1.83 -> 1.70) and tie at
+    # 10 minutes, where their 12% slower steps cost what they gain (docs/speedrun.md, round 5)
+    position: str = _param("learned", "how the model knows where each character is: learned (a trained position "
+                                      "embedding, day 2) or rope (rotary: attention turns queries and keys by "
+                                      "their positions)")
+    qk_norm: bool = _param(False, "normalise each query and key to RMS 1 before attention (true or false)")
     # off: on a CPU it makes attention 6.5x slower (no fused kernel with dropout); 0.1 fell far behind in 10 minutes
     dropout: float = _param(0.0, "dropout probability while training (0 = off; helps big models not overfit)")
     # --- training ---
@@ -132,9 +138,17 @@ def add_config_args(parser):
     group = parser.add_argument_group("hyperparameters (defaults in config.py)")
     for f in dataclasses.fields(Config):
         group.add_argument(
-            f"--{f.name}", type=f.type, default=None, metavar=f.type.__name__.upper(),
-            help=f"{f.metadata['help']} (default {f.default})",
+            f"--{f.name}", type=parse_bool if f.type is bool else f.type, default=None,
+            metavar=f.type.__name__.upper(), help=f"{f.metadata['help']} (default {f.default})",
         )
+
+
+def parse_bool(text):
+    """--qk_norm true / false (bool("false") would be True)."""
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(_("expected true or false, got {value!r}").format(value=text))
+    return value
 
 
 def config_from_args(args, preset=None):
@@ -153,6 +167,11 @@ def validate(cfg):
         (cfg.n_embd % cfg.num_heads == 0, _("n_embd ({n_embd}) must be divisible by num_heads ({num_heads})").format(
             n_embd=cfg.n_embd, num_heads=cfg.num_heads)),
         (cfg.block_size >= 1, _("block_size must be >= 1")),
+        (cfg.position in ("learned", "rope"), _("position must be learned or rope, got {value!r}").format(
+            value=cfg.position)),
+        (cfg.position != "rope" or (cfg.n_embd // max(cfg.num_heads, 1)) % 2 == 0,
+         _("--position rope needs an even head size (n_embd / num_heads), got {value}").format(
+             value=cfg.n_embd // max(cfg.num_heads, 1))),
         (0.0 <= cfg.dropout < 1.0, _("dropout must be in [0, 1), got {value}").format(value=cfg.dropout)),
         (cfg.batch_size >= 1, _("batch_size must be >= 1")),
         (cfg.max_iters >= 0, _("max_iters must be >= 0")),

@@ -63,23 +63,42 @@ class CausalSelfAttention(nn.Module):
 
     Weight layout of `qkv`: rows [0, C) are the queries, [C, 2C) the keys, [2C, 3C) the values;
     within each, head h owns rows [h*hs, (h+1)*hs).
+
+    Two options change what the heads compute (so `Head`, the classic, no longer matches): qk_norm
+    and rotary, both applied to the queries and keys in `split_heads`.
     """
 
-    def __init__(self, n_embd, num_heads, dropout=0.0):
+    def __init__(self, n_embd, num_heads, dropout=0.0, rotary=False, qk_norm=False):
         super().__init__()
         if n_embd % num_heads != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by num_heads ({num_heads})")
+        if rotary and (n_embd // num_heads) % 2:
+            raise ValueError(f"rotary positions need an even head size, got {n_embd // num_heads}")
         self.num_heads = num_heads
+        self.rotary = rotary
+        self.qk_norm = qk_norm
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
-    def split_heads(self, x):
-        """(B, T, C) -> q, k, v, each (B, H, T, hs)."""
+    def split_heads(self, x, offset=0):
+        """(B, T, C) -> q, k, v, each (B, H, T, hs); x's tokens sit at positions offset .. offset + T - 1.
+
+        qk_norm: every query and key is scaled to the same length (RMS 1) before they meet, so an
+        attention score can only grow by pointing q and k the same way, never by inflating them.
+        rotary: queries and keys are then turned by their positions (`rotate`).
+        """
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
-        return [t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2) for t in (q, k, v)]
+        H, hs = self.num_heads, C // self.num_heads
+        qkv = self.qkv(x).view(B, T, 3 * H, hs)  # every head's q, then every head's k, then every head's v
+        qk, v = qkv[:, :, : 2 * H], qkv[:, :, 2 * H :]  # (B, T, 2H, hs), (B, T, H, hs)
+        if self.qk_norm:
+            qk = F.rms_norm(qk, (hs,))
+        if self.rotary:
+            qk = rotate(qk, offset)
+        q, k = qk.split(H, dim=2)
+        return [t.transpose(1, 2) for t in (q, k, v)]  # (B, H, T, hs) each
 
     def forward(self, x, kv_cache=None):
         """x: (B, T, C) -> (B, T, C).
@@ -88,10 +107,9 @@ class CausalSelfAttention(nn.Module):
         of the tokens before x, and x's own are appended to it.
         """
         B, T, C = x.shape
-        q, k, v = self.split_heads(x)  # (B, H, T, hs) each
-        offset = 0
+        offset = kv_cache.length if kv_cache is not None else 0  # x's tokens sit at positions offset ..
+        q, k, v = self.split_heads(x, offset)  # (B, H, T, hs) each
         if kv_cache is not None:
-            offset = kv_cache.length  # x's tokens sit at positions offset .. offset + T - 1
             k, v = kv_cache.append(k, v)  # (B, H, offset + T, hs): every token so far
         dropout_p = self.dropout if self.training else 0.0
         if offset == 0:  # queries and keys are the same positions: plain causal attention
@@ -128,6 +146,28 @@ def causal_attention(q, k, v, dropout_p=0.0):
     q, k, v = (t.reshape(B * H, T, hs) for t in (q, k, v))  # every head of every sequence side by side
     scores = torch.baddbmm(future.expand(B * H, T, T), q, k.transpose(1, 2), alpha=hs**-0.5)  # (B*H, T, T)
     return (F.softmax(scores, dim=-1) @ v).view(B, H, T, hs)
+
+
+def rotate(x, offset=0, base=10000.0):
+    """Rotary position embedding (RoPE) of x (B, T, heads, hs), whose tokens sit at positions offset .. offset + T - 1.
+
+    The learned position embedding (day 2) adds a vector to each character. Rotary positions add nothing:
+    they pair each number of a query or key in the first half with its partner in the second half,
+    (x[j], x[j + hs/2]), and turn that pair like a clock hand by the angle position * f_j, with a frequency
+    f_j from 1 for the first pair down to about 1/base for the last. A turn keeps lengths, and the dot
+    product of a query at position i with a key at position j depends only on their angle difference,
+    (i - j) * f: attention sees how far back a character is, not where it sits, and there are no
+    parameters to learn. tests/test_model.py checks both properties.
+    """
+    T, half = x.shape[1], x.shape[-1] // 2
+    freqs = base ** -(torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (hs/2,): 1 .. ~1/base
+    positions = torch.arange(offset, offset + T, device=x.device, dtype=torch.float32)
+    angles = torch.outer(positions, freqs).view(T, 1, half)  # (T, 1, hs/2): the same for every head
+    cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(x.dtype)  # (T, 1, hs)
+    sin = torch.cat((-angles.sin(), angles.sin()), dim=-1).to(x.dtype)
+    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)  # each number's partner in its place
+    # First half: x1 cos - x2 sin; second half: x2 cos + x1 sin. Each pair turned by its angle.
+    return x * cos + swapped * sin
 
 
 def causal_mask(T, offset, device):
@@ -202,10 +242,10 @@ class Block(nn.Module):
     Pre-LayerNorm with residual connections: x + f(ln(x)) keeps a clean path for gradients.
     """
 
-    def __init__(self, n_embd, num_heads, dropout=0.0):
+    def __init__(self, n_embd, num_heads, dropout=0.0, rotary=False, qk_norm=False):
         super().__init__()
         self.ln1 = nn.LayerNorm(n_embd)
-        self.attn = CausalSelfAttention(n_embd, num_heads, dropout)
+        self.attn = CausalSelfAttention(n_embd, num_heads, dropout, rotary, qk_norm)
         self.ln2 = nn.LayerNorm(n_embd)
         self.ffwd = FeedForward(n_embd, dropout)
 
@@ -216,16 +256,26 @@ class Block(nn.Module):
 
 
 class GPTModel(nn.Module):
-    """A GPT: token + position embeddings, `n_layer` blocks, final LayerNorm, linear head."""
+    """A GPT: token + position embeddings, `n_layer` blocks, final LayerNorm, linear head.
 
-    def __init__(self, vocab_size, *, n_embd, num_heads, n_layer, block_size, dropout=0.0):
+    position: "learned" (a trained vector per position, added to each character's; day 2) or "rope"
+    (no position vectors: attention turns queries and keys by their positions, see `rotate`).
+    qk_norm: normalise queries and keys before attention (CausalSelfAttention.split_heads).
+    The defaults are the classic GPT that the tutorial builds; config.py chooses what train.py uses.
+    """
+
+    def __init__(self, vocab_size, *, n_embd, num_heads, n_layer, block_size, dropout=0.0, position="learned",
+                 qk_norm=False):
         # The sizes are keyword-only: GPTModel(65, n_embd=128, ...) can't swap num_heads and n_layer.
         super().__init__()
+        if position not in ("learned", "rope"):
+            raise ValueError(f"position must be learned or rope, got {position!r}")
         self.block_size = block_size
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
-        self.position_embedding = nn.Embedding(block_size, n_embd)
+        self.position_embedding = nn.Embedding(block_size, n_embd) if position == "learned" else None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, num_heads, dropout) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(n_embd, num_heads, dropout, position == "rope", qk_norm)
+                                    for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size)
         # Weight tying: reading a character in (embedding) and writing one out (head) use the same
@@ -242,7 +292,7 @@ class GPTModel(nn.Module):
     def from_config(cls, cfg, vocab_size):
         """The model a config.Config describes, for a vocabulary of vocab_size characters."""
         return cls(vocab_size, n_embd=cfg.n_embd, num_heads=cfg.num_heads, n_layer=cfg.n_layer,
-                   block_size=cfg.block_size, dropout=cfg.dropout)
+                   block_size=cfg.block_size, dropout=cfg.dropout, position=cfg.position, qk_norm=cfg.qk_norm)
 
     @staticmethod
     def _init_weights(module):
@@ -269,9 +319,7 @@ class GPTModel(nn.Module):
                 f"sequence length {offset + T} is longer than the model's block_size {self.block_size}; "
                 "crop the input to the last block_size tokens"
             )
-        pos = torch.arange(offset, offset + T, device=idx.device)  # (T,) absolute positions
-        x = self.token_embedding(idx) + self.position_embedding(pos)  # (B, T, C) + (T, C) -> (B, T, C)
-        x = self.drop(x)
+        x = self.drop(self.embed(idx, offset))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, kv_cache.layers[i] if kv_cache is not None else None)  # (B, T, C)
         if kv_cache is not None:
@@ -281,6 +329,14 @@ class GPTModel(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))
         return logits, loss
+
+    def embed(self, idx, offset=0):
+        """(B, T) token ids at positions offset .. offset + T - 1 -> (B, T, C) vectors."""
+        x = self.token_embedding(idx)  # (B, T, C)
+        if self.position_embedding is not None:
+            pos = torch.arange(offset, offset + idx.shape[1], device=idx.device)  # (T,) absolute positions
+            x = x + self.position_embedding(pos)  # (B, T, C) + (T, C) -> (B, T, C)
+        return x
 
     @torch.no_grad()
     def attention_maps(self, idx):
@@ -292,8 +348,7 @@ class GPTModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            T = idx.shape[1]
-            x = self.token_embedding(idx) + self.position_embedding(torch.arange(T, device=idx.device))
+            x = self.embed(idx)
             maps = []
             for block in self.blocks:
                 maps.append(block.attn.attention_weights(block.ln1(x)))  # (B, H, T, T)

@@ -42,13 +42,14 @@ from token_cache import load_tokens
 from train_runtime import OutDirLock, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, setup_distributed
 from utils import (
     REPO_DIR, CharTokenizer, UserError, autocast_context, estimate_loss, full_split_loss, get_batch, load_checkpoint,
-    lr_at, make_checkpoint, plot_losses, progress, resolve_precision, run_main, save_checkpoint, set_seed,
-    state_dict_mismatch, train_val_split,
+    lr_at, make_checkpoint, plot_losses, progress, resolve_precision, run_main, save_checkpoint, saved_model_args,
+    set_seed, state_dict_mismatch, train_val_split,
 )
 
 DEFAULT_DATA = REPO_DIR / "data" / "input.txt"
 DEFAULT_SEED = 1337
-MODEL_SIZE = ("n_embd", "num_heads", "n_layer", "block_size")  # what a resumed run cannot change
+# What a resumed run cannot change: the model's shape and architecture.
+MODEL_SIZE = ("n_embd", "num_heads", "n_layer", "block_size", "position", "qk_norm")
 
 
 def parse_args(argv=None):
@@ -336,9 +337,9 @@ def check_resume_flags(args, resumed, last_path):
         conflicts.append(_("--preset {given} (its sizes are saved)").format(given=args.preset))
     for name in MODEL_SIZE:
         given = getattr(args, name)
-        if given is not None and given != saved_cfg.get(name):
-            conflicts.append(_("--{name} {given} (it has {saved})").format(name=name, given=given,
-                                                                           saved=saved_cfg.get(name)))
+        saved = saved_model_args(saved_cfg).get(name)
+        if given is not None and given != saved:
+            conflicts.append(_("--{name} {given} (it has {saved})").format(name=name, given=given, saved=saved))
     if conflicts:
         raise UserError(_("--resume continues {path} as it was saved, so it can't take {conflicts}. Drop those "
                           "flags, or start a new run with another --out_dir").format(path=last_path,
@@ -348,6 +349,7 @@ def check_resume_flags(args, resumed, last_path):
 def resumed_config(args, resumed):
     """The saved config, with the hyperparameter flags given now applied on top."""
     known = {k: v for k, v in resumed["config"].items() if k in Config.__dataclass_fields__}
+    known.update(saved_model_args(resumed["config"]))  # the model it was, even where Config's default moved on
     given = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and v is not None}
     return apply_overrides(Config(**known), given)
 
@@ -387,6 +389,10 @@ def describe(run, preset, args, resumed, n_chars):
             "block_size {block_size})").format(params=run.raw_model.num_params() / 1e6, n_embd=cfg.n_embd,
                                                num_heads=cfg.num_heads, n_layer=cfg.n_layer,
                                                block_size=cfg.block_size))
+    features = ([_("queries and keys normalised (qk_norm)")] if cfg.qk_norm else []) + (
+        [_("rotary positions (RoPE) instead of a position embedding table")] if cfg.position == "rope" else [])
+    if features:
+        print(_("attention: {features}").format(features=_("; ").join(features)))
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * run.world_size
     if cfg.time_budget:
         ends = _("{steps} steps or {seconds:g} s, whichever comes first").format(steps=cfg.max_iters,

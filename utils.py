@@ -5,6 +5,7 @@ Every script imports these from here, so each job is written exactly once. (Cach
 token ids on disk has its own module, token_cache.py.)
 """
 
+import inspect
 import logging
 import math
 import os
@@ -399,14 +400,22 @@ def load_checkpoint(path, device="cpu"):
                           "by train.py); pass the ckpt.pt that train.py saved").format(path=path)) from None
 
 
-MODEL_ARGS = ("n_embd", "num_heads", "n_layer", "block_size", "dropout")
+MODEL_ARGS = ("n_embd", "num_heads", "n_layer", "block_size", "dropout", "position", "qk_norm")
+
+
+def saved_model_args(cfg):
+    """The GPTModel arguments of a checkpoint's config (a dict). A field it lacks, such as qk_norm in a
+    checkpoint saved before that option existed, gets GPTModel's own default: the classic model it was."""
+    defaults = inspect.signature(GPTModel).parameters
+    args = {k: defaults[k].default for k in MODEL_ARGS if defaults[k].default is not inspect.Parameter.empty}
+    args.update((k, cfg[k]) for k in MODEL_ARGS if k in cfg)
+    return args
 
 
 def model_from_checkpoint(ckpt, device="cpu"):
     """Rebuild (model, tokenizer) from a checkpoint dict: train.py's, or day 4's (the same format)."""
     try:
-        cfg = ckpt["config"]
-        model = GPTModel(ckpt["vocab_size"], **{k: cfg[k] for k in MODEL_ARGS if k in cfg})
+        model = GPTModel(ckpt["vocab_size"], **saved_model_args(ckpt["config"]))
         tokenizer = CharTokenizer.from_stoi(ckpt["tokenizer_stoi"])
         state_dict = ckpt["model_state_dict"]
     except (KeyError, TypeError, ValueError) as e:

@@ -50,8 +50,22 @@ def test_validate_explains_what_is_wrong():
         validate(Config(dropout=1.5))
     with pytest.raises(ValueError, match=r"average_fraction must be in \[0, 1\], got 1.5"):
         validate(Config(average_fraction=1.5))
+    with pytest.raises(ValueError, match="position must be learned or rope, got 'sinusoidal'"):
+        validate(Config(position="sinusoidal"))
+    with pytest.raises(ValueError, match="--position rope needs an even head size"):
+        validate(Config(position="rope", n_embd=36, num_heads=4))
     with pytest.raises(ValueError, match="unknown config field"):
         apply_overrides(Config(), {"n_embed": 3})
+
+
+def test_true_or_false_flags(capsys):
+    for text, value in (("true", True), ("False", False), ("1", True), ("no", False)):
+        assert parse(["--qk_norm", text]).qk_norm is value  # bool("False") would be True
+    with pytest.raises(SystemExit) as exit:
+        parse(["--qk_norm", "maybe"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--qk_norm: expected true or false, got 'maybe'" in err.splitlines()[-1]
 
 
 def test_choose_preset():

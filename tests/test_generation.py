@@ -6,21 +6,23 @@ import torch
 from model import GPTModel, Head, KVCache, sample_next
 
 
-def trained_like_model(block_size=8, vocab_size=13):
+def trained_like_model(block_size=8, vocab_size=13, position="learned", qk_norm=False):
     # Random weights with a larger spread than the init, so the distributions are far from uniform.
     torch.manual_seed(0)
-    model = GPTModel(vocab_size, n_embd=24, num_heads=3, n_layer=2, block_size=block_size)
+    model = GPTModel(vocab_size, n_embd=24, num_heads=3, n_layer=2, block_size=block_size, position=position,
+                     qk_norm=qk_norm)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
     return model.eval()
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("prompt_len", [1, 5, 8, 13])  # shorter than, equal to and longer than block_size
 @pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=1.0), dict(temperature=0.8, top_k=5),
                                       dict(temperature=1.2, top_p=0.9)])
-def test_cached_and_uncached_generation_give_identical_tokens(prompt_len, sampling):
-    model = trained_like_model(block_size=8)
+def test_cached_and_uncached_generation_give_identical_tokens(prompt_len, sampling, position):
+    model = trained_like_model(block_size=8, position=position)
     prompt = torch.randint(13, (2, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
     outputs = []
     for use_cache in (True, False):
@@ -30,8 +32,10 @@ def test_cached_and_uncached_generation_give_identical_tokens(prompt_len, sampli
     assert torch.equal(outputs[0], outputs[1])
 
 
-def test_cached_logits_match_a_full_forward_pass():
-    model = trained_like_model(block_size=8)
+@pytest.mark.parametrize("position", ["learned", "rope"])  # rope: the cache's keys were turned at their positions
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_cached_logits_match_a_full_forward_pass(position, qk_norm):
+    model = trained_like_model(block_size=8, position=position, qk_norm=qk_norm)
     idx = torch.randint(13, (3, 8))
     full, _ = model(idx)
     cache = KVCache(model, batch_size=3)

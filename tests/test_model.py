@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import model as model_module
-from model import CausalSelfAttention, GPTModel, Head, causal_attention, sample_next
+from model import CausalSelfAttention, GPTModel, Head, causal_attention, rotate, sample_next
 
 
 def small_model(vocab_size=11, block_size=8, **kwargs):
@@ -131,6 +131,64 @@ def test_bad_sizes_give_clear_errors():
     model = small_model(block_size=8)
     with pytest.raises(ValueError, match="longer than the model's block_size 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- rotary positions
+
+def test_rotary_attention_scores_depend_only_on_how_far_apart_two_positions_are():
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 1, 1, 1, 32)  # one query and one key, head size 32
+    def score(i, j):  # q placed at position i, k at position j
+        return (rotate(q, offset=i) * rotate(k, offset=j)).sum().item()
+    assert score(5, 2) == pytest.approx(score(105, 102), abs=1e-4)  # shifted together: the same score
+    assert score(5, 2) == pytest.approx(score(3, 0), abs=1e-4)
+    assert abs(score(5, 2) - score(5, 4)) > 1e-3  # another distance: another score
+    torch.testing.assert_close(rotate(q, offset=0), q)  # position 0 is not turned at all
+    x = torch.randn(2, 10, 3, 32)  # (B, T, heads, hs)
+    torch.testing.assert_close(rotate(x, offset=7).norm(dim=-1), x.norm(dim=-1))  # a rotation keeps lengths
+
+
+def test_rotary_model_has_no_position_table_and_learns_which_character_came_two_back():
+    torch.manual_seed(0)
+    learned, rope = (small_model(vocab_size=11, block_size=16, position=p) for p in ("learned", "rope"))
+    assert rope.position_embedding is None
+    assert learned.num_params() - rope.num_params() == 16 * 16  # block_size x n_embd: the table it does without
+    # Each target is the character two places back: only a model that knows positions can learn it.
+    optimizer = torch.optim.AdamW(rope.parameters(), lr=1e-2)
+    x = torch.randint(11, (32, 16), generator=torch.Generator().manual_seed(1))
+    y = torch.roll(x, 2, dims=1)
+    for _ in range(150):
+        _, loss = rope(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    logits, _ = rope(x)
+    loss = F.cross_entropy(logits[:, 2:].reshape(-1, 11), y[:, 2:].reshape(-1))  # the first two come from nowhere
+    assert loss.item() < 0.2  # far below ln(11) = 2.4: it looks exactly two places back
+    with pytest.raises(ValueError, match="learned or rope"):
+        small_model(position="sinusoidal")
+    with pytest.raises(ValueError, match="even head size"):
+        small_model(n_embd=18, num_heads=2, position="rope")  # head size 9
+
+
+def test_qk_norm_makes_attention_blind_to_the_length_of_queries_and_keys():
+    torch.manual_seed(0)
+    model = small_model(vocab_size=11, block_size=8, qk_norm=True).eval()
+    idx = torch.randint(11, (2, 8))
+    attn = model.blocks[0].attn
+    q, k, _ = attn.split_heads(torch.randn(2, 8, 16))
+    for t in (q, k):  # every query and key has RMS 1 (up to the norm's epsilon)
+        torch.testing.assert_close(t.pow(2).mean(-1), torch.ones(2, 2, 8), atol=1e-3, rtol=0)
+    before, _ = model(idx)
+    with torch.no_grad():
+        attn.qkv.weight[:32] *= 10  # queries and keys ten times longer ...
+    after, _ = model(idx)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)  # ... change nothing
+    plain = small_model(vocab_size=11, block_size=8).eval()
+    plain.load_state_dict(model.state_dict())  # no parameters of its own: the same weights fit both
+    with torch.no_grad():
+        plain.blocks[0].attn.qkv.weight[:32] *= 10
+    assert (plain(idx)[0] - model(idx)[0]).abs().max() > 1e-2  # without it, the same change does matter
 
 
 # ---------------------------------------------------------------- generate

@@ -325,7 +325,9 @@ def test_resume_refuses_flags_it_cannot_honour(tmp_path, monkeypatch, capsys, ti
     before = (tmp_path / "out" / "last.pt").read_bytes()
     capsys.readouterr()
     for flags, phrase in ((["--data", other], "--data"), (["--seed", "7"], "--seed 7"),
-                          (["--preset", "tiny"], "--preset tiny"), (["--n_embd", "64"], "--n_embd 64")):
+                          (["--preset", "tiny"], "--preset tiny"), (["--n_embd", "64"], "--n_embd 64"),
+                          (["--position", "rope"], "--position rope (it has learned)"),
+                          (["--qk_norm", "true"], "--qk_norm True (it has False)")):
         status = run(train, "--resume", "--max_iters", "20", *flags)
         assert_clean_error(status, capsys.readouterr().err, "--resume continues out/last.pt", phrase,
                            "another --out_dir")
@@ -334,6 +336,29 @@ def test_resume_refuses_flags_it_cannot_honour(tmp_path, monkeypatch, capsys, ti
     assert run(train, "--resume", "--data", tiny_text_file, "--seed", "1337", "--n_embd", "32",
                "--max_iters", "20", "--learning_rate", "1e-3") == 0
     assert read_log(tmp_path / "out" / "log.csv")[-1]["step"] == 20
+
+
+def test_a_rotary_run_saves_a_checkpoint_that_rebuilds_its_model(tmp_path, monkeypatch, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+    assert run(train, "--data", tiny_text_file, "--max_iters", "10", "--position", "rope", "--qk_norm", "true",
+               *SMALL) == 0
+    ckpt = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    model, _ = utils.model_from_checkpoint(ckpt)
+    assert model.position_embedding is None and all(b.attn.rotary and b.attn.qk_norm for b in model.blocks)
+    # A checkpoint from before --position and --qk_norm existed has neither field: it is the classic model,
+    # whatever config.py's defaults say now, and resuming it continues that model.
+    flags = ["--data", tiny_text_file, *SMALL, "--out_dir", "old", "--position", "learned", "--qk_norm", "false"]
+    assert run(train, "--max_iters", "10", *flags) == 0
+    for name in ("ckpt.pt", "last.pt"):
+        old = torch.load(tmp_path / "old" / name, weights_only=True)
+        del old["config"]["position"], old["config"]["qk_norm"]
+        torch.save(old, tmp_path / "old" / name)
+    model, _ = utils.model_from_checkpoint(torch.load(tmp_path / "old" / "ckpt.pt", weights_only=True))
+    assert model.position_embedding is not None and not model.blocks[0].attn.rotary
+    assert not model.blocks[0].attn.qk_norm
+    assert run(train, "--out_dir", "old", "--resume", "--max_iters", "20") == 0
+    resumed = torch.load(tmp_path / "old" / "last.pt", weights_only=True)["config"]
+    assert (resumed["position"], resumed["qk_norm"]) == ("learned", False)
 
 
 def test_max_iters_0_does_not_claim_a_checkpoint_it_did_not_write(tmp_path, monkeypatch, capsys, tiny_text_file):
