@@ -1,6 +1,7 @@
 """train.py as a serious trainer: exact resume, Ctrl-C, NaN guard, time budget, DDP, token cache."""
 
 import csv
+import dataclasses
 import itertools
 import math
 import os
@@ -356,6 +357,13 @@ def test_a_rotary_run_saves_a_checkpoint_that_rebuilds_its_model(tmp_path, monke
     model, _ = utils.model_from_checkpoint(torch.load(tmp_path / "old" / "ckpt.pt", weights_only=True))
     assert model.position_embedding is not None and not model.blocks[0].attn.rotary
     assert not model.blocks[0].attn.qk_norm
+
+    @dataclasses.dataclass
+    class MovedOn(train.Config):  # a config.py whose defaults have since changed to the new options
+        position: str = "rope"
+        qk_norm: bool = True
+
+    monkeypatch.setattr(train, "Config", MovedOn)
     assert run(train, "--out_dir", "old", "--resume", "--max_iters", "20") == 0
     resumed = torch.load(tmp_path / "old" / "last.pt", weights_only=True)["config"]
     assert (resumed["position"], resumed["qk_norm"]) == ("learned", False)
