@@ -107,7 +107,7 @@ class CausalSelfAttention(nn.Module):
         of the tokens before x, and x's own are appended to it.
         """
         B, T, C = x.shape
-        offset = kv_cache.length if kv_cache is not None else 0  # x's tokens sit at positions offset ..
+        offset = kv_cache.length if kv_cache is not None else 0  # x sits at positions offset .. offset + T - 1
         q, k, v = self.split_heads(x, offset)  # (B, H, T, hs) each
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)  # (B, H, offset + T, hs): every token so far
@@ -163,8 +163,8 @@ def rotate(x, offset=0, base=10000.0):
     freqs = base ** -(torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (hs/2,): 1 .. ~1/base
     positions = torch.arange(offset, offset + T, device=x.device, dtype=torch.float32)
     angles = torch.outer(positions, freqs).view(T, 1, half)  # (T, 1, hs/2): the same for every head
-    cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(x.dtype)  # (T, 1, hs)
-    sin = torch.cat((-angles.sin(), angles.sin()), dim=-1).to(x.dtype)
+    c, s = angles.cos(), angles.sin()
+    cos, sin = torch.cat((c, c), dim=-1).to(x.dtype), torch.cat((-s, s), dim=-1).to(x.dtype)  # (T, 1, hs) each
     swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1)  # each number's partner in its place
     # First half: x1 cos - x2 sin; second half: x2 cos + x1 sin. Each pair turned by its angle.
     return x * cos + swapped * sin

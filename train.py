@@ -335,9 +335,9 @@ def check_resume_flags(args, resumed, last_path):
         conflicts.append(_("--seed {given} (its seed is {saved})").format(given=args.seed, saved=resumed["seed"]))
     if args.preset is not None:
         conflicts.append(_("--preset {given} (its sizes are saved)").format(given=args.preset))
+    saved_model = saved_model_args(saved_cfg)
     for name in MODEL_SIZE:
-        given = getattr(args, name)
-        saved = saved_model_args(saved_cfg).get(name)
+        given, saved = getattr(args, name), saved_model.get(name)
         if given is not None and given != saved:
             conflicts.append(_("--{name} {given} (it has {saved})").format(name=name, given=given, saved=saved))
     if conflicts:
