@@ -18,11 +18,13 @@ import time
 
 import torch
 
+from cli import UserError, run_main
 from config import CUDA_PRESET, PRESETS, HelpFormatter, add_config_args, choose_preset, config_from_args, validate
+from device import autocast_context, get_device, resolve_precision, should_compile
 from i18n import _, ljust, width
 from model import GPTModel
-from train import make_optimizer, should_compile, train_step
-from utils import UserError, autocast_context, get_device, resolve_precision, run_main, set_seed
+from optim import make_optimizer, train_step
+from utils import set_seed
 
 
 def parse_args(argv=None):
@@ -137,7 +139,7 @@ def bench_training(cfg, args, device):
 def bench_against_nanogpt(cfg, args, device):
     """Training tokens/s of this repo's model and of nanoGPT's GPT at the same sizes, timed in turns.
 
-    Both train with the same optimizer, train.make_optimizer's (config.py's choice: Muon for the blocks'
+    Both train with the same optimizer, optim.make_optimizer's (config.py's choice: Muon for the blocks'
     weight matrices and AdamW for the rest, or AdamW throughout), in the same precision, so the difference
     is the models' code. The two alternate repeat by repeat, so a noisy neighbour slows both alike.
     Returns {"mini-gpt": rates, "nanogpt": rates}.

@@ -5,7 +5,7 @@ directly, and requests/s for concurrent short completions. Medians over interlea
     python3 bench_api.py --preset default                 # an untrained model of the default preset's size
     python3 bench_api.py --checkpoint out-chinese/ckpt.pt --json api.json
 
-The server runs in this process on 127.0.0.1 (a free port), exactly as `python3 playground.py` runs it.
+The server runs in its own process on 127.0.0.1 (a free port), started exactly as `python3 playground.py`.
 """
 
 import argparse
@@ -23,13 +23,12 @@ from pathlib import Path
 
 import torch
 
-from bench import cpu_name
+from checkpoint import load_model, make_checkpoint, save_checkpoint
+from cli import UserError, run_main
 from config import PRESETS, Config, HelpFormatter, apply_overrides
+from device import cpu_name, get_device
 from model import GPTModel
-from utils import REPO_DIR, CharTokenizer, UserError, get_device, make_checkpoint, read_text, run_main, \
-    save_checkpoint
-
-import playground  # it explains what to install if the playground's extras are missing
+from utils import REPO_DIR, CharTokenizer, read_text
 
 
 def parse_args(argv=None):
@@ -83,8 +82,8 @@ def main(argv=None):
     device = get_device(args.device)
     folder = tempfile.mkdtemp()
     path = untrained_checkpoint(args.preset, folder) if args.preset else args.checkpoint
-    loaded = playground.load(path, device)  # the same model, for calling generate() directly
-    prompt_char = "\n" if "\n" in loaded.tokenizer.stoi else loaded.tokenizer.itos[0]
+    model, tokenizer = load_model(path, device)  # the same model, for calling generate() directly
+    prompt_char = "\n" if "\n" in tokenizer.stoi else tokenizer.itos[0]
     with socket.socket() as probe:  # a free port on this computer only
         probe.bind(("127.0.0.1", 0))
         port_number = probe.getsockname()[1]
@@ -95,7 +94,7 @@ def main(argv=None):
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(port_number, server)
-        results = measure(args, loaded, path, device, prompt_char, port_number)
+        results = measure(args, model, tokenizer, path, device, prompt_char, port_number)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -116,15 +115,15 @@ def wait_for(port, server, seconds=120):
     raise UserError(f"the playground did not answer on port {port} within {seconds} s")
 
 
-def measure(args, loaded, path, device, prompt_char, port_number):
+def measure(args, model, tokenizer, path, device, prompt_char, port_number):
     body = {"prompt": prompt_char, "max_tokens": args.tokens, "temperature": 1.0, "seed": 0}
-    idx = torch.tensor([loaded.tokenizer.encode(prompt_char)], device=device)
+    idx = torch.tensor([tokenizer.encode(prompt_char)], device=device)
     direct, api, first = [], [], []
     stream_completion(port_number, {**body, "max_tokens": 8})  # warm up both paths
-    loaded.model.generate(idx, 8)
+    model.generate(idx, 8)
     for _ in range(args.repeats):  # interleaved, so a noisy neighbour slows both alike
         start = time.perf_counter()
-        loaded.model.generate(idx, args.tokens, temperature=1.0, generator=torch.Generator().manual_seed(0))
+        model.generate(idx, args.tokens, temperature=1.0, generator=torch.Generator().manual_seed(0))
         direct.append(args.tokens / (time.perf_counter() - start))
         ttft, seconds, chars = stream_completion(port_number, body)
         api.append(chars / seconds)
@@ -139,7 +138,7 @@ def measure(args, loaded, path, device, prompt_char, port_number):
     burst = time.perf_counter() - start
     return {
         "model": str(path) if not args.preset else f"untrained {args.preset} preset",
-        "parameters": loaded.model.num_params(), "device": device, "hardware": cpu_name(),
+        "parameters": model.num_params(), "device": device, "hardware": cpu_name(),
         "threads": torch.get_num_threads(), "tokens": args.tokens,
         "direct_tokens_per_s": direct, "api_tokens_per_s": api, "first_token_s": first,
         "direct_median": statistics.median(direct), "api_median": statistics.median(api),

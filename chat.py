@@ -13,12 +13,15 @@ import sys
 
 import torch
 
+from checkpoint import load_model
+from cli import UserError, run_main
 from config import HelpFormatter
-from generate import sample_text
+from device import get_device
 from i18n import _
 from model import check_sampling_args
-from prepare_qa_data import END, prompt
-from utils import UserError, get_device, load_model, run_main, set_seed
+from qa_format import END, prompt
+from sampling import sample_text
+from utils import set_seed
 
 
 def parse_args(argv=None):

@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from i18n import _
+from model import MODEL_ARGS, check_model_args
 
 
 def _param(default, help):
@@ -110,8 +111,7 @@ def choose_preset(requested, device):
 
 def preset_sizes(name):
     """"n_embd 384, num_heads 6, ...": the model-size fields a preset sets."""
-    sizes = ("n_embd", "num_heads", "n_layer", "block_size")
-    return ", ".join(f"{k} {v}" for k, v in PRESETS[name].items() if k in sizes)
+    return ", ".join(f"{k} {v}" for k, v in PRESETS[name].items() if k in MODEL_ARGS and k != "dropout")
 
 
 def apply_overrides(cfg, overrides):
@@ -162,17 +162,8 @@ def config_from_args(args, preset=None):
 
 def validate(cfg):
     """Raise ValueError with a clear message for settings that cannot work."""
+    check_model_args(**{name: getattr(cfg, name) for name in MODEL_ARGS})  # the model's own checks
     checks = [
-        (cfg.n_embd >= 1 and cfg.num_heads >= 1 and cfg.n_layer >= 1, _("n_embd, num_heads and n_layer must be >= 1")),
-        (cfg.n_embd % cfg.num_heads == 0, _("n_embd ({n_embd}) must be divisible by num_heads ({num_heads})").format(
-            n_embd=cfg.n_embd, num_heads=cfg.num_heads)),
-        (cfg.block_size >= 1, _("block_size must be >= 1")),
-        (cfg.position in ("learned", "rope"), _("position must be learned or rope, got {value!r}").format(
-            value=cfg.position)),
-        (cfg.position != "rope" or (cfg.n_embd // max(cfg.num_heads, 1)) % 2 == 0,
-         _("--position rope needs an even head size (n_embd / num_heads), got {value}").format(
-             value=cfg.n_embd // max(cfg.num_heads, 1))),
-        (0.0 <= cfg.dropout < 1.0, _("dropout must be in [0, 1), got {value}").format(value=cfg.dropout)),
         (cfg.batch_size >= 1, _("batch_size must be >= 1")),
         (cfg.max_iters >= 0, _("max_iters must be >= 0")),
         (cfg.eval_interval >= 1, _("eval_interval must be >= 1")),

@@ -3,7 +3,8 @@
 Run from the repo root:  python3 day1_tokenizer.py
 """
 
-from utils import REPO_DIR, CharTokenizer, read_text, run_main
+from cli import run_main
+from utils import REPO_DIR, CharTokenizer, read_text
 
 
 def main():

@@ -6,7 +6,9 @@ Run from the repo root:  python3 day2_embedding.py   (saves day2_embeddings.png)
 import torch
 import torch.nn as nn
 
-from utils import pyplot, run_main, set_seed
+from cli import run_main
+from plots import pyplot
+from utils import set_seed
 
 
 def main():

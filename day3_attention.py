@@ -6,8 +6,10 @@ Run from the repo root:  python3 day3_attention.py   (saves day3_attention.png)
 import torch
 import torch.nn.functional as F
 
+from cli import run_main
 from model import Head
-from utils import pyplot, run_main, set_seed
+from plots import pyplot
+from utils import set_seed
 
 
 def main():

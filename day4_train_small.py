@@ -10,11 +10,12 @@ import argparse
 import torch
 from tqdm import tqdm
 
+from checkpoint import make_checkpoint, save_checkpoint
+from cli import run_main
+from device import get_device
 from model import GPTModel
-from utils import (
-    REPO_DIR, CharTokenizer, estimate_loss, get_batch, get_device, make_checkpoint, plot_losses, read_text,
-    run_main, save_checkpoint, set_seed, train_val_split,
-)
+from plots import plot_losses
+from utils import REPO_DIR, CharTokenizer, estimate_loss, get_batch, read_text, set_seed, train_val_split
 
 
 def parse_args(argv=None):

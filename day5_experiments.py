@@ -9,7 +9,7 @@
   3  sampling        temperature, top-k and top-p, measured on one checkpoint
   4  your own data   the same model on the Chinese poems, continuing 床前明月光
 
-Every run is an ordinary `python3 train.py` run (called in-process), kept under --work (default
+Every run is an ordinary `python3 train.py` run (run in this process), kept under --work (default
 out-day5/). The results go to --out (default docs/day5/): README.md with a table per experiment,
 and the pictures exp1_model_size.png and exp2_learning_rate.png.
 """
@@ -19,6 +19,8 @@ import contextlib
 import csv
 import math
 import re
+import runpy
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +28,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import train
-from bench import cpu_name
+from checkpoint import load_model
+from cli import UserError, run_main
 from config import Config
+from device import cpu_name, get_device
 from i18n import _
-from utils import REPO_DIR, UserError, get_device, load_model, pyplot, read_text, run_main, set_seed
+from plots import pyplot
+from utils import REPO_DIR, read_text, set_seed
 
 SHAKESPEARE = REPO_DIR / "data" / "input.txt"
 POEMS = REPO_DIR / "data" / "chinese.txt"
@@ -116,17 +120,31 @@ class Result:
 
 
 def train_run(name, out_dir, flags, device):
-    """Run `python3 train.py <flags>` in this process, its printout kept in <out_dir>/train.txt."""
+    """Run `python3 train.py <flags>`, its printout kept in <out_dir>/train.txt."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     argv = [*map(str, flags), "--out_dir", str(out_dir), "--device", device, "--sample_tokens", "0"]
     with open(out_dir / "train.txt", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-        train.main(argv)  # its progress bar still shows, on stderr
+        run_script(REPO_DIR / "train.py", argv)  # its progress bar still shows, on stderr
     rows = [{k: float(v) if v else math.nan for k, v in row.items()}  # full_val_loss: only on the best row
             for row in csv.DictReader(open(out_dir / "log.csv"))]
     model, _ = load_model(out_dir / "last.pt")
     cfg = torch.load(out_dir / "last.pt", weights_only=True)["config"]
     return Result(name, out_dir, rows, model.num_params(), cfg["batch_size"], cfg["block_size"])
+
+
+def run_script(path, argv):
+    """Run a script as `python3 <path> <argv>` would, but in this process (runpy), so torch is imported once.
+    A run that fails (its one-line error is on stderr) stops the experiments with the same status."""
+    saved = sys.argv
+    sys.argv = [str(path), *argv]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise
+    finally:
+        sys.argv = saved
 
 
 def flags_from(shape):

@@ -15,10 +15,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from checkpoint import load_checkpoint, load_model
+from cli import UserError, run_main
 from config import HelpFormatter
+from device import get_device
 from i18n import _
 from model import check_sampling_args
-from utils import UserError, get_device, load_checkpoint, load_model, run_main, set_seed
+from utils import set_seed
 
 PROMPTS = ("def ", "class ")
 

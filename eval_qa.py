@@ -16,10 +16,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from checkpoint import load_model
+from cli import UserError, run_main
 from config import HelpFormatter
+from device import get_device
 from i18n import _
-from prepare_qa_data import END, prompt
-from utils import REPO_DIR, UserError, get_device, load_model, read_text, run_main
+from qa_format import END, prompt
+from utils import REPO_DIR, read_text
 
 KINDS = {  # kind -> what it is, in the table
     "add2": "2-digit addition (e.g. 37+58)",

@@ -10,12 +10,14 @@ Shapes in comments: B = batch, T = time (sequence length), C = n_embd,
 H = num_heads, hs = head_size = C // H, V = vocab_size.
 """
 
+import inspect
 import math
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from device import cpu_has_fast_bf16
 from i18n import _
 
 
@@ -70,10 +72,7 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, n_embd, num_heads, dropout=0.0, rotary=False, qk_norm=False):
         super().__init__()
-        if n_embd % num_heads != 0:
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by num_heads ({num_heads})")
-        if rotary and (n_embd // num_heads) % 2:
-            raise ValueError(f"rotary positions need an even head size, got {n_embd // num_heads}")
+        check_heads(n_embd, num_heads, rotary)
         self.num_heads = num_heads
         self.rotary = rotary
         self.qk_norm = qk_norm
@@ -138,7 +137,7 @@ def causal_attention(q, k, v, dropout_p=0.0):
     takes 100 ms with it against 73 ms without (docs/speedrun.md). In fp32 the fused kernel wins, so only
     that one case takes the explicit path; both give the same result (tests/test_model.py).
     """
-    if not (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0):
+    if not (q.device.type == "cpu" and q.dtype == torch.bfloat16 and dropout_p == 0.0 and cpu_has_fast_bf16()):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
     B, H, T, hs = q.shape
     # -inf wherever causal_mask forbids looking: added to the scores, it leaves a weight of 0 on every future position.
@@ -268,8 +267,8 @@ class GPTModel(nn.Module):
                  qk_norm=False):
         # The sizes are keyword-only: GPTModel(65, n_embd=128, ...) can't swap num_heads and n_layer.
         super().__init__()
-        if position not in ("learned", "rope"):
-            raise ValueError(f"position must be learned or rope, got {position!r}")
+        check_model_args(n_embd=n_embd, num_heads=num_heads, n_layer=n_layer, block_size=block_size, dropout=dropout,
+                         position=position, qk_norm=qk_norm)
         self.block_size = block_size
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
         self.position_embedding = nn.Embedding(block_size, n_embd) if position == "learned" else None
@@ -291,8 +290,7 @@ class GPTModel(nn.Module):
     @classmethod
     def from_config(cls, cfg, vocab_size):
         """The model a config.Config describes, for a vocabulary of vocab_size characters."""
-        return cls(vocab_size, n_embd=cfg.n_embd, num_heads=cfg.num_heads, n_layer=cfg.n_layer,
-                   block_size=cfg.block_size, dropout=cfg.dropout, position=cfg.position, qk_norm=cfg.qk_norm)
+        return cls(vocab_size, **{name: getattr(cfg, name) for name in MODEL_ARGS})
 
     @staticmethod
     def _init_weights(module):
@@ -400,6 +398,34 @@ class GPTModel(nn.Module):
                 yield (next_id, logits[:, -1, :]) if with_logits else next_id
         finally:
             self.train(was_training)
+
+
+# The model's fields, read from GPTModel's own signature (every keyword after vocab_size): what config.py,
+# checkpoints and --resume mean by "the model's sizes and architecture", listed once.
+MODEL_ARGS = tuple(name for name, p in inspect.signature(GPTModel).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+def check_heads(n_embd, num_heads, rotary=False):
+    """Raise ValueError unless num_heads heads split n_embd evenly (and, for rotary positions, in pairs)."""
+    if n_embd % num_heads != 0:
+        raise ValueError(_("n_embd ({n_embd}) must be divisible by num_heads ({num_heads})").format(
+            n_embd=n_embd, num_heads=num_heads))
+    if rotary and (n_embd // num_heads) % 2:
+        raise ValueError(_("--position rope needs an even head size (n_embd / num_heads), got {value}").format(
+            value=n_embd // num_heads))
+
+
+def check_model_args(*, n_embd, num_heads, n_layer, block_size, dropout, position, qk_norm):
+    """Raise ValueError with a clear message for model settings that cannot work (config.validate asks too)."""
+    if not (n_embd >= 1 and num_heads >= 1 and n_layer >= 1):
+        raise ValueError(_("n_embd, num_heads and n_layer must be >= 1"))
+    if position not in ("learned", "rope"):
+        raise ValueError(_("position must be learned or rope, got {value!r}").format(value=position))
+    check_heads(n_embd, num_heads, rotary=position == "rope")
+    if block_size < 1:
+        raise ValueError(_("block_size must be >= 1"))
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(_("dropout must be in [0, 1), got {value}").format(value=dropout))
 
 
 def window_start(length, block_size, start=None):

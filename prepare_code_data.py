@@ -14,9 +14,10 @@ import argparse
 import sysconfig
 from pathlib import Path
 
+from cli import UserError, run_main
 from config import HelpFormatter
 from i18n import _
-from utils import REPO_DIR, UserError, run_main
+from utils import REPO_DIR
 
 SKIPPED_FOLDERS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 

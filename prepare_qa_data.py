@@ -23,23 +23,13 @@ Deterministic: the same --seed gives the same files.
 import argparse
 import random
 import re
+from qa_format import END, example
 from collections import Counter
 from pathlib import Path
 
+from cli import UserError, run_main
 from i18n import _
-from utils import REPO_DIR, UserError, read_text, run_main
-
-QUESTION, ANSWER, END = "问：", "答：", "\n\n"  # END: the blank line after an answer, where generation stops
-
-
-def example(question, answer):
-    return f"{QUESTION}{question}\n{ANSWER}{answer}{END}"
-
-
-def prompt(question):
-    """What the model sees before it answers."""
-    return f"{QUESTION}{question}\n{ANSWER}"
-
+from utils import REPO_DIR, read_text
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Build the Q&A training text and its held-out questions.")

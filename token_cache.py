@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import CharTokenizer, empty_file_error, fsync_folder, read_chunks, readable_mode, write_atomically
+from checkpoint import fsync_folder, readable_mode, write_atomically
+from utils import CharTokenizer, empty_file_error, read_chunks
 
 
 @dataclass

@@ -19,7 +19,6 @@ of in train_runtime.py.
 import argparse
 import csv
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,27 +28,27 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
+from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, saved_model_args, state_dict_mismatch
+from cli import UserError, run_main
 from config import (
     CUDA_PRESET, PRESETS, Config, HelpFormatter, add_config_args, apply_overrides,
     choose_preset, config_from_args, preset_sizes, validate,
 )
+from device import autocast_context, resolve_precision, should_compile
 from i18n import _
-from model import GPTModel
+from model import MODEL_ARGS, GPTModel
+from optim import Optimizers, WeightAverage, learning_rate, make_optimizer, progress, train_step
+from plots import plot_losses
 from token_cache import load_tokens
 from train_runtime import OutDirLock, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, setup_distributed
-from utils import (
-    REPO_DIR, CharTokenizer, UserError, autocast_context, estimate_loss, full_split_loss, get_batch, load_checkpoint,
-    lr_at, make_checkpoint, plot_losses, progress, resolve_precision, run_main, save_checkpoint, saved_model_args,
-    set_seed, state_dict_mismatch, train_val_split,
-)
+from utils import REPO_DIR, CharTokenizer, estimate_loss, full_split_loss, get_batch, set_seed, train_val_split
 
 DEFAULT_DATA = REPO_DIR / "data" / "input.txt"
 DEFAULT_SEED = 1337
-# What a resumed run cannot change: the model's shape and architecture.
-MODEL_SIZE = ("n_embd", "num_heads", "n_layer", "block_size", "position", "qk_norm")
+# What a resumed run cannot change: the model's shape and architecture (dropout, a training setting, can).
+MODEL_SIZE = tuple(name for name in MODEL_ARGS if name != "dropout")
 
 
 def parse_args(argv=None):
@@ -110,8 +109,7 @@ def train(args, rank, world_size, device):
             if done:
                 break
             lr = learning_rate(cfg, state.step + 1, state.seconds)  # the rate for the step to step + 1
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_ratio", 1.0)
+            run.optimizer.set_lr(lr)
             loss = train_step(run.model, run.optimizer, cfg, run.autocast, world_size, run.next_batch)
             state.step += 1
             run.update_average()  # in the run's last average_fraction: add these weights to the average
@@ -159,7 +157,7 @@ class Run:
     tokenizer: CharTokenizer
     raw_model: GPTModel  # what is saved and sampled
     model: torch.nn.Module  # what trains: raw_model, maybe compiled and wrapped for DDP
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizers
     batch_generator: torch.Generator
     splits: dict  # {"train": token ids, "val": token ids}
     autocast: object
@@ -167,7 +165,7 @@ class Run:
     device: str
     rank: int
     world_size: int
-    average: AveragedModel = None  # the weight average of the run's last part (rank 0 only; None when off)
+    average: WeightAverage = None  # the weights' mean over the run's last part (rank 0 only; None when off)
 
     @property
     def master(self):  # only the first process logs, evaluates, samples and saves
@@ -185,22 +183,13 @@ class Run:
     def eval_model(self):
         """The model evaluations score and ckpt.pt saves: the weight average once it has begun, else the
         weights as they train."""
-        if self.average is not None and self.average.n_averaged > 0:
-            return self.average.module
-        return self.raw_model
+        return self.average.model_or(self.raw_model) if self.average is not None else self.raw_model
 
     def update_average(self):
-        """Add the current weights to the average once the run is in its last average_fraction.
-
-        Late in the run the learning rate is low, and each step still nudges the weights a little this way and
-        that, after the last few batches it saw. The mean of those weights sits between the nudges: it fits
-        the text it has not seen better than any single one of them (docs/speedrun.md, row 13).
-        """
-        if self.average is None:
-            return
-        done = progress(self.state.step, self.state.seconds, self.cfg.max_iters, self.cfg.time_budget)
-        if done >= 1.0 - self.cfg.average_fraction:
-            self.average.update_parameters(self.raw_model)  # the first call copies, later ones keep a running mean
+        """Add the current weights to the average once the run is in its last average_fraction."""
+        if self.average is not None:
+            self.average.update(self.raw_model, progress(self.state.step, self.state.seconds, self.cfg.max_iters,
+                                                         self.cfg.time_budget))
 
     def next_batch(self):
         return get_batch(self.splits["train"], self.cfg.batch_size, self.cfg.block_size, self.device,
@@ -221,32 +210,6 @@ class Run:
         if self.average is not None:
             extra["average_state_dict"] = self.average.state_dict()
         save_checkpoint(make_checkpoint(self.raw_model, self.tokenizer, self.cfg, **extra), path)
-
-
-def learning_rate(cfg, step, seconds):
-    """The schedule (utils.lr_at) at the point of the run that `step` steps and `seconds` reach."""
-    done = progress(step, seconds, cfg.max_iters, cfg.time_budget)
-    return lr_at(done, cfg.learning_rate, cfg.warmup_fraction, cfg.min_lr_ratio, cfg.schedule, cfg.cooldown_fraction)
-
-
-def train_step(model, optimizer, cfg, autocast, world_size, next_batch):
-    """One optimizer step: forward + backward over cfg.grad_accum micro-batches, clip, AdamW.
-
-    next_batch() returns (x, y). Returns the last micro-batch's loss (a tensor, to avoid a GPU sync).
-    """
-    for micro in range(cfg.grad_accum):
-        x, y = next_batch()
-        # DDP averages gradients across processes on backward; only do it on the last micro-batch.
-        sync = nullcontext() if world_size == 1 or micro == cfg.grad_accum - 1 else model.no_sync()
-        with sync:
-            with autocast:
-                _, loss = model(x, y)
-            (loss / cfg.grad_accum).backward()  # summing the micro-batches' mean losses / n = one big batch
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # no step larger than grad_clip
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss
 
 
 def evaluate_and_save(run):
@@ -305,15 +268,15 @@ def prepare(args, rank, world_size, device):
     torch.manual_seed(state.seed + rank)  # ... but each process its own dropout masks
     optimizer = make_optimizer(model, cfg, device)
     batch_generator = torch.Generator().manual_seed(state.seed + rank)  # ... and its own batches
-    # A second copy of the weights, for their average over the run's last part; only rank 0 evaluates and saves.
-    average = AveragedModel(model) if cfg.average_fraction > 0 and rank == 0 else None
+    # The weights' average over the run's last part: only rank 0 evaluates and saves.
+    average = WeightAverage(model, cfg.average_fraction) if cfg.average_fraction > 0 and rank == 0 else None
     if resumed:
         restore(resumed, model, optimizer, batch_generator, last_path, average)
         if world_size > 1:  # last.pt holds rank 0's random states: give each process its own stream again
             torch.manual_seed(state.seed + rank + 7919 * state.step)
             batch_generator.manual_seed(state.seed + rank + 7919 * state.step)
 
-    trained = torch.compile(model) if should_compile(cfg, device) else model
+    trained = torch.compile(model) if should_compile(cfg.compile, device) else model
     if world_size > 1:
         trained = DDP(trained, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
     run = Run(cfg=cfg, state=state, tokenizer=tokenizer, raw_model=model, model=trained, optimizer=optimizer,
@@ -361,14 +324,11 @@ def restore(resumed, model, optimizer, batch_generator, last_path, average=None)
         raise UserError(_("{path} does not fit this model's sizes ({mismatch}); don't change the model when "
                           "resuming").format(path=last_path, mismatch=mismatch))
     model.load_state_dict(resumed["model_state_dict"])
-    ratios = [group.get("lr_ratio", 1.0) for group in optimizer.param_groups]  # this run's, not the saved ones
     try:
         optimizer.load_state_dict(resumed["optimizer_state_dict"])
     except (ValueError, KeyError) as e:
         raise UserError(_("{path} holds an optimizer state this run can't use ({reason})").format(
             path=last_path, reason=e)) from None
-    for group, ratio in zip(optimizer.param_groups, ratios):
-        group["lr_ratio"] = ratio
     set_rng_state(resumed["rng_state"], batch_generator)
     if average is not None and "average_state_dict" in resumed:  # else the average starts afresh
         average.load_state_dict(resumed["average_state_dict"])
@@ -411,145 +371,6 @@ def describe(run, preset, args, resumed, n_chars):
     elif run.ckpt_path.exists():
         print(_("note: {path} exists and will be replaced once this run has a better model; use --out_dir to "
                 "keep it").format(path=run.ckpt_path))
-
-
-def make_optimizer(model, cfg, device, blocks=None):
-    """The optimizer(s) for a model. Weight decay applies to weight matrices and embeddings only.
-
-    optimizer "adamw": AdamW for every parameter. "muon": Muon for the transformer blocks' weight
-    matrices (attention and MLP), AdamW for the rest (embeddings, head, biases, LayerNorms). Muon
-    replaces each update matrix by the nearest orthogonal one, so every direction of the matrix
-    learns at the same speed instead of a few dominating; at equal time it learns fastest here.
-    blocks: the transformer blocks (default model.blocks; bench.py passes nanoGPT's).
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    use_muon = cfg.optimizer == "muon"
-    if use_muon and not hasattr(torch.optim, "Muon"):
-        print(_("note: torch {version} has no torch.optim.Muon (it arrived in torch 2.9); training with AdamW for "
-                "every parameter instead").format(version=torch.__version__))
-        use_muon = False
-    blocks = model.blocks if blocks is None else blocks
-    hidden = [p for block in blocks for p in block.parameters() if p.dim() == 2] if use_muon else []
-    taken = {id(p) for p in hidden}
-    rest = [p for p in params if id(p) not in taken]
-    ratio = cfg.adamw_lr_ratio if hidden else 1.0  # AdamW's rate relative to Muon's
-    groups = [
-        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_ratio": ratio},
-        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_ratio": ratio},
-    ]
-    try:
-        # The fused kernel updates every parameter in one pass: faster on CUDA and CPU.
-        adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.99), fused=True)
-    except RuntimeError:  # this torch has no fused AdamW for this device (CPU needs torch >= 2.4)
-        adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.99))
-    if not hidden:
-        return adamw
-    # "match_rms_adamw" scales Muon's steps to the size AdamW's would have, so one learning rate
-    # and weight decay serve both optimizers.
-    muon = Muon(hidden, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw",
-                ns_dtype=torch.bfloat16 if resolve_precision(device) == "bf16" else torch.float32)
-    return Optimizers(muon, adamw)
-
-
-class Muon(getattr(torch.optim, "Muon", torch.optim.Optimizer)):  # torch < 2.9: no Muon, never built
-    """torch.optim.Muon, with its Newton-Schulz iteration in a dtype of our choosing (ns_dtype).
-
-    PyTorch's always iterates in bf16, which is quick on GPUs and on CPUs that multiply bf16 in hardware.
-    Most laptop CPUs don't: there PyTorch emulates bf16, and on an AVX2-only 2-core EPYC the optimizer
-    took 580 ms of a 790 ms default step. make_optimizer picks bf16 where the hardware has it, fp32
-    elsewhere. Same arguments, same state (a momentum buffer per matrix) and the same update, so
-    checkpoints move freely between the two classes.
-    """
-
-    def __init__(self, params, ns_dtype=torch.bfloat16, **kwargs):
-        super().__init__(params, **kwargs)
-        self.ns_dtype = ns_dtype
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            updates = []
-            for p in params:
-                buffer = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                buffer.lerp_(p.grad, 1 - group["momentum"])  # momentum: a running mean of the gradients
-                updates.append(p.grad.lerp(buffer, group["momentum"]) if group["nesterov"] else buffer)
-            shapes = {}
-            for i, update in enumerate(updates):
-                shapes.setdefault(update.shape, []).append(i)
-            for indices in shapes.values():  # matrices of one shape are orthogonalised together, in one batch
-                ortho = orthogonalize(torch.stack([updates[i] for i in indices]), group["ns_coefficients"],
-                                      group["ns_steps"], group["eps"], self.ns_dtype)
-                for i, update in zip(indices, ortho):
-                    params[i].mul_(1 - group["lr"] * group["weight_decay"])  # decoupled weight decay
-                    params[i].add_(update, alpha=-group["lr"] * muon_lr_scale(group["adjust_lr_fn"], params[i].shape))
-
-
-def orthogonalize(matrices, coefficients, steps, eps, dtype):
-    """Newton-Schulz: move every singular value of each matrix towards 1, keeping its singular vectors.
-
-    matrices: (N, rows, cols), N matrices of one shape. Returns the same shape, in `dtype`. Each pass maps
-    X to a*X + (b*XX^T + c*(XX^T)^2) X, which applies one odd polynomial to every singular value and leaves the
-    singular vectors alone. The coefficients are tuned so that five passes bring every singular value that is
-    not tiny close to 1 (0.68 to 1.13 for random 128 x 384 matrices): not exact, but only 15 matmuls.
-    """
-    a, b, c = coefficients
-    x = matrices.to(dtype)
-    wide = x.size(-2) <= x.size(-1)
-    if not wide:
-        x = x.mT  # work on the side where X @ X^T is the smaller matrix
-    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # singular values <= the Frobenius norm: now <= 1
-    for _pass in range(steps):
-        gram = x @ x.mT  # (N, r, r), r = the smaller side
-        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x if wide else x.mT
-
-
-def muon_lr_scale(adjust_lr_fn, shape):
-    """torch.optim.Muon's learning-rate scale for a matrix of this shape (its adjust_lr_fn argument)."""
-    rows, cols = shape[:2]
-    if adjust_lr_fn == "match_rms_adamw":
-        # An orthogonal update's RMS is 1/sqrt(the longer side); this brings it to the ~0.2 of AdamW's updates.
-        return 0.2 * math.sqrt(max(rows, cols))
-    return math.sqrt(max(1, rows / cols))  # "original" (Keller Jordan's): taller matrices take larger steps
-
-
-class Optimizers:
-    """Several optimizers that act as one: step, zero_grad, param_groups and (load_)state_dict."""
-
-    def __init__(self, *optimizers):
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self):
-        return [group for opt in self.optimizers for group in opt.param_groups]
-
-    def step(self):
-        for opt in self.optimizers:
-            opt.step()
-
-    def zero_grad(self, set_to_none=True):
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self):
-        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
-
-    def load_state_dict(self, state):
-        if len(state.get("optimizers", ())) != len(self.optimizers):
-            raise ValueError(_("it was saved by a different optimizer (see --optimizer)"))
-        for opt, saved in zip(self.optimizers, state["optimizers"]):
-            opt.load_state_dict(saved)
-
-
-def should_compile(cfg, device):
-    if cfg.compile == "auto":
-        # On CPU and MPS, measured here, compiling costs more start-up time than it saves.
-        return device.startswith("cuda") and os.name != "nt" and hasattr(torch, "compile")
-    if cfg.compile == "true" and (os.name == "nt" or device == "mps"):
-        print(_("note: torch.compile is not supported on Windows or MPS; running without it"))
-        return False
-    return cfg.compile == "true"
 
 
 def rng_state(batch_generator):

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from cli import UserError
+from device import get_device
 from i18n import _
-from utils import UserError, get_device
 
 
 def setup_distributed(device_flag):

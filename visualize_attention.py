@@ -13,10 +13,13 @@ import warnings
 
 import torch
 
+from checkpoint import load_model
+from cli import UserError, run_main, unescape
 from config import HelpFormatter
-from generate import unescape
+from device import get_device
 from i18n import _, language
-from utils import UserError, get_device, is_cjk, load_model, pyplot, read_text, run_main, unplottable
+from plots import is_cjk, pyplot, unplottable
+from utils import read_text
 
 
 def parse_args(argv=None):

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from i18n import _, language  # noqa: E402  (after the path above)
-from utils import pyplot  # noqa: E402
+from plots import pyplot  # noqa: E402
 
 
 def main():

@@ -5,7 +5,7 @@ empty box. The whole Noto Sans CJK font is about 16 MB per weight; this keeps on
 the shipped corpora (data/chinese.txt, data/input.txt), of the Chinese text in the scripts and
 message catalogues, ASCII, and the CJK and full-width punctuation blocks: about 5,000 characters in
 under 2 MB. A learner's own text may hold characters outside it; plots then fall back to a system
-CJK font for those (utils.pyplot).
+CJK font for those (plots.pyplot).
 
 Noto Sans CJK is licensed under the SIL Open Font License 1.1 (fonts/OFL.txt). The subset is a
 "Modified Version" under that licence, so it gets its own family name, keeps the copyright and

@@ -11,6 +11,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import cli
 import utils  # noqa: E402  (needs the path above)
 
 # A little Shakespeare for the end-to-end tests: enough text for a train/val split, quick to train on.
@@ -39,7 +40,7 @@ def run(module, *args):
     """Run a script's main() as its __main__ block does; returns the exit status."""
     argv = list(map(str, args))
     try:
-        utils.run_main(lambda: module.main(argv))
+        cli.run_main(lambda: module.main(argv))
     except SystemExit as e:
         return e.code
     return 0

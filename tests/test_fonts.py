@@ -5,6 +5,7 @@ import warnings
 import pytest
 from matplotlib.ft2font import FT2Font
 
+import plots
 import utils
 from conftest import REPO
 
@@ -12,11 +13,11 @@ LABELS = "床前明月光，疑是地上霜。训练 loss：注意力权重（�
 
 
 def charmap():
-    return set(FT2Font(str(utils.BUNDLED_FONT)).get_charmap())
+    return set(FT2Font(str(plots.BUNDLED_FONT)).get_charmap())
 
 
 def test_the_font_subset_is_small_and_covers_the_shipped_chinese_text():
-    assert utils.BUNDLED_FONT.stat().st_size < 2_000_000
+    assert plots.BUNDLED_FONT.stat().st_size < 2_000_000
     assert (REPO / "fonts" / "OFL.txt").read_text(encoding="utf-8").count("SIL OPEN FONT LICENSE Version 1.1") == 1
     covered = charmap()
     poems = set((REPO / "data" / "chinese.txt").read_text(encoding="utf-8")) - set("\n")
@@ -39,8 +40,8 @@ def test_every_character_of_the_chinese_messages_is_in_the_font():
 
 @pytest.mark.parametrize("chinese", [True, False])
 def test_a_chinese_label_is_drawn_with_a_font_that_has_its_glyphs(monkeypatch, chinese):
-    monkeypatch.setattr(utils, "installed_cjk_fonts", lambda font_manager=None: [])  # as on a bare machine
-    plt = utils.pyplot(chinese=chinese)
+    monkeypatch.setattr(plots, "installed_cjk_fonts", lambda font_manager=None: [])  # as on a bare machine
+    plt = plots.pyplot(chinese=chinese)
     from matplotlib import font_manager
 
     fig, ax = plt.subplots()
@@ -59,8 +60,8 @@ def test_a_chinese_label_is_drawn_with_a_font_that_has_its_glyphs(monkeypatch, c
 
 
 def test_unplottable_names_only_characters_no_font_has(monkeypatch):
-    monkeypatch.setattr(utils, "installed_cjk_fonts", lambda font_manager=None: [])
-    assert utils.unplottable("床前明月光 hello") == ""
-    assert utils.unplottable("龘𪚥") == "".join(sorted(ch for ch in "龘𪚥" if ord(ch) not in charmap()))
-    monkeypatch.setattr(utils, "installed_cjk_fonts", lambda font_manager=None: ["Noto Sans CJK SC"])
-    assert utils.unplottable("𪚥") == ""  # a system CJK font is trusted with the rest
+    monkeypatch.setattr(plots, "installed_cjk_fonts", lambda font_manager=None: [])
+    assert plots.unplottable("床前明月光 hello") == ""
+    assert plots.unplottable("龘𪚥") == "".join(sorted(ch for ch in "龘𪚥" if ord(ch) not in charmap()))
+    monkeypatch.setattr(plots, "installed_cjk_fonts", lambda font_manager=None: ["Noto Sans CJK SC"])
+    assert plots.unplottable("𪚥") == ""  # a system CJK font is trusted with the rest

@@ -3,6 +3,7 @@
 import pytest
 
 import generate
+import sampling
 import train
 import visualize_attention
 from conftest import TINY_TEXT, assert_clean_error, run
@@ -98,9 +99,9 @@ def test_a_text_file_or_an_edited_checkpoint_is_one_clear_line(tmp_path, capsys,
 
 
 def test_stop_text_holds_back_what_may_become_a_stop_string():
-    text = generate.StopText(["\n\n", "END"])
+    text = sampling.StopText(["\n\n", "END"])
     released = [text.add(ch) for ch in "ab\nc\nE"]
     assert "".join(released) == "ab\nc" and not text.stopped  # "\n" and "E" may still start a stop string
     assert text.add("N") == "\n" and text.add("D") == "" and text.stopped  # cut before END, never shown
-    plain = generate.StopText()
+    plain = sampling.StopText()
     assert [plain.add(ch) for ch in "xy"] == ["x", "y"] and plain.rest() == ""

@@ -78,6 +78,7 @@ def test_bf16_attention_on_a_cpu_computes_what_the_fused_kernel_does(monkeypatch
         raise AssertionError("bf16 attention on a CPU should not use the fused kernel")
 
     monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", not_this_one)
+    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: True)  # the path CPUs with hardware bf16 take
     q16, k16, v16 = (t.detach().bfloat16().requires_grad_() for t in (q, k, v))
     got = causal_attention(q16, k16, v16)
     assert got.dtype == torch.bfloat16

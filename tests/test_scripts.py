@@ -16,6 +16,7 @@ import day2_embedding
 import day3_attention
 import day4_train_small
 import generate
+import optim
 import train
 from conftest import REPO, assert_clean_error, run
 
@@ -179,7 +180,7 @@ def test_bench_times_nanogpt_side_by_side_with_the_same_optimizer(tmp_path, caps
 
     (tmp_path / "model.py").write_text(FAKE_NANOGPT)
     built = []
-    make = bench.make_optimizer
+    make = optim.make_optimizer
     monkeypatch.setattr(bench, "make_optimizer", lambda *a, **k: built.append(make(*a, **k)) or built[-1])
     out = tmp_path / "bench.json"
     flags = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "16", "--batch_size", "4",

@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
+import cli
+import device
 import model as model_module
+import optim
 import token_cache
 import train
 import train_runtime
@@ -208,9 +212,9 @@ def test_torchrun_checks_device_like_one_process(monkeypatch):
         monkeypatch.setenv(name, value)
     if not torch.cuda.is_available():
         for flag in ("cuda", "cuda:1"):
-            with pytest.raises(utils.UserError, match="no CUDA GPU"):
+            with pytest.raises(cli.UserError, match="no CUDA GPU"):
                 train_runtime.setup_distributed(flag)
-    with pytest.raises(utils.UserError, match="unknown device"):
+    with pytest.raises(cli.UserError, match="unknown device"):
         train_runtime.setup_distributed("tpu")
     assert backends == []  # refused before joining any process group
     assert train_runtime.setup_distributed("cpu") == (0, 2, "cpu") and backends == ["gloo"]
@@ -231,9 +235,9 @@ def test_fused_adamw_falls_back_when_this_torch_lacks_it(monkeypatch):
 
     monkeypatch.setattr(torch.optim, "AdamW", old_adamw)
     model = GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4)
-    optimizer = train.make_optimizer(model, Config(optimizer="adamw"), "cpu")
+    (optimizer,) = optim.make_optimizer(model, Config(optimizer="adamw"), "cpu").optimizers
     assert isinstance(optimizer, real_adamw) and not optimizer.defaults["fused"]
-    muon, adamw = train.make_optimizer(model, Config(optimizer="muon"), "cpu").optimizers
+    muon, adamw = optim.make_optimizer(model, Config(optimizer="muon"), "cpu").optimizers
     assert isinstance(adamw, real_adamw) and not adamw.defaults["fused"]
 
 
@@ -242,8 +246,8 @@ def test_a_torch_without_muon_trains_with_adamw_and_says_so(monkeypatch, capsys)
     from model import GPTModel
 
     monkeypatch.delattr(torch.optim, "Muon")  # as in torch < 2.9
-    optimizer = train.make_optimizer(GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4), Config(), "cpu")
-    assert isinstance(optimizer, torch.optim.AdamW)
+    optimizer = optim.make_optimizer(GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4), Config(), "cpu")
+    assert [type(opt) for opt in optimizer.optimizers] == [torch.optim.AdamW]
     assert "has no torch.optim.Muon" in capsys.readouterr().out
 
 
@@ -252,7 +256,7 @@ def test_muon_takes_the_blocks_weight_matrices_and_adamw_the_rest():
     from model import GPTModel
 
     model = GPTModel(10, n_embd=8, num_heads=2, n_layer=2, block_size=4)
-    muon, adamw = train.make_optimizer(model, Config(optimizer="muon", weight_decay=0.5), "cpu").optimizers
+    muon, adamw = optim.make_optimizer(model, Config(optimizer="muon", weight_decay=0.5), "cpu").optimizers
     names = {id(p): name for name, p in model.named_parameters()}
     in_muon = sorted(names[id(p)] for group in muon.param_groups for p in group["params"])
     in_adamw = sorted(names[id(p)] for group in adamw.param_groups for p in group["params"])
@@ -263,8 +267,9 @@ def test_muon_takes_the_blocks_weight_matrices_and_adamw_the_rest():
     decayed = {names[id(p)] for group in adamw.param_groups if group["weight_decay"] for p in group["params"]}
     assert decayed == {"token_embedding.weight", "position_embedding.weight"}
     assert muon.param_groups[0]["weight_decay"] == 0.5
-    ratios = train.make_optimizer(model, Config(optimizer="muon", adamw_lr_ratio=3.0), "cpu").param_groups
-    assert [group.get("lr_ratio", 1.0) for group in ratios] == [1.0, 3.0, 3.0]  # Muon's group, then AdamW's two
+    optimizer = optim.make_optimizer(model, Config(optimizer="muon", adamw_lr_ratio=3.0), "cpu")
+    optimizer.set_lr(0.1)  # the one rate the loop sets: Muon's group takes it, AdamW's two take 3x
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.1, 0.3, 0.3])
 
 
 def test_our_muon_is_torchs_with_a_choice_of_newton_schulz_precision(monkeypatch):
@@ -279,8 +284,8 @@ def test_our_muon_is_torchs_with_a_choice_of_newton_schulz_precision(monkeypatch
 
     kwargs = dict(lr=0.01, weight_decay=0.5, adjust_lr_fn="match_rms_adamw")
     theirs, ours_bf16, ours_fp32 = parameters(), parameters(), parameters()
-    optimizers = [torch.optim.Muon(theirs, **kwargs), train.Muon(ours_bf16, ns_dtype=torch.bfloat16, **kwargs),
-                  train.Muon(ours_fp32, ns_dtype=torch.float32, **kwargs)]
+    optimizers = [torch.optim.Muon(theirs, **kwargs), optim.Muon(ours_bf16, ns_dtype=torch.bfloat16, **kwargs),
+                  optim.Muon(ours_fp32, ns_dtype=torch.float32, **kwargs)]
     for step in range(4):
         gradients = [torch.randn(*shape) for shape in shapes]
         for params, optimizer in zip((theirs, ours_bf16, ours_fp32), optimizers):
@@ -296,14 +301,14 @@ def test_our_muon_is_torchs_with_a_choice_of_newton_schulz_precision(monkeypatch
 
     # Newton-Schulz brings every singular value near 1, whatever the matrix's scale.
     matrices = torch.randn(3, 8, 24) * torch.tensor([1e-3, 1.0, 1e3]).view(3, 1, 1)
-    singular = torch.linalg.svdvals(train.orthogonalize(matrices, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float32))
+    singular = torch.linalg.svdvals(optim.orthogonalize(matrices, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float32))
     assert singular.min() > 0.6 and singular.max() < 1.3
 
     # make_optimizer iterates in bf16 only where the hardware multiplies bf16.
     model = GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4)
     for fast_bf16, dtype in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: fast_bf16)
-        muon, _ = train.make_optimizer(model, Config(optimizer="muon"), "cpu").optimizers
+        monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: fast_bf16)
+        muon, _ = optim.make_optimizer(model, Config(optimizer="muon"), "cpu").optimizers
         assert muon.ns_dtype == dtype
 
 
@@ -344,7 +349,7 @@ def test_a_rotary_run_saves_a_checkpoint_that_rebuilds_its_model(tmp_path, monke
     assert run(train, "--data", tiny_text_file, "--max_iters", "10", "--position", "rope", "--qk_norm", "true",
                *SMALL) == 0
     ckpt = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
-    model, _ = utils.model_from_checkpoint(ckpt)
+    model, _ = checkpoint.model_from_checkpoint(ckpt)
     assert model.position_embedding is None and all(b.attn.rotary and b.attn.qk_norm for b in model.blocks)
     # A checkpoint from before --position and --qk_norm existed has neither field: it is the classic model,
     # whatever config.py's defaults say now, and resuming it continues that model.
@@ -354,7 +359,7 @@ def test_a_rotary_run_saves_a_checkpoint_that_rebuilds_its_model(tmp_path, monke
         old = torch.load(tmp_path / "old" / name, weights_only=True)
         del old["config"]["position"], old["config"]["qk_norm"]
         torch.save(old, tmp_path / "old" / name)
-    model, _ = utils.model_from_checkpoint(torch.load(tmp_path / "old" / "ckpt.pt", weights_only=True))
+    model, _ = checkpoint.model_from_checkpoint(torch.load(tmp_path / "old" / "ckpt.pt", weights_only=True))
     assert model.position_embedding is not None and not model.blocks[0].attn.rotary
     assert not model.blocks[0].attn.qk_norm
 
@@ -492,13 +497,13 @@ def test_token_cache_falls_back_to_memory_in_a_read_only_folder(tmp_path, monkey
 
 
 def test_load_tokens_errors(tmp_path):
-    with pytest.raises(utils.UserError, match="no such text file"):
+    with pytest.raises(cli.UserError, match="no such text file"):
         token_cache.load_tokens(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(utils.UserError, match="empty"):
+    with pytest.raises(cli.UserError, match="empty"):
         token_cache.load_tokens(tmp_path / "empty.txt")
     (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe bad")
-    with pytest.raises(utils.UserError, match="not UTF-8"):
+    with pytest.raises(cli.UserError, match="not UTF-8"):
         token_cache.load_tokens(tmp_path / "bad.txt")
 
 
@@ -515,7 +520,7 @@ def test_gradient_accumulation_equals_one_big_batch():
         torch.manual_seed(1)
         model = GPTModel(20, n_embd=16, num_heads=2, n_layer=1, block_size=16)
         cfg = Config(grad_accum=accum, grad_clip=0.0, learning_rate=1e-2, weight_decay=0.0)
-        optimizer = train.make_optimizer(model, cfg, "cpu")
+        optimizer = optim.make_optimizer(model, cfg, "cpu")
         feed = iter(micro)
         train.train_step(model, optimizer, cfg, nullcontext(), 1, lambda: next(feed))
         results.append(model.state_dict())
@@ -547,7 +552,7 @@ def test_the_best_model_is_scored_on_the_whole_validation_split(tmp_path, monkey
     scored = [row for row in log if not math.isnan(row["full_val_loss"])]
     assert [row["step"] for row in scored] == [ckpt["step"]]  # on the best model's row, and only there
     assert math.isclose(scored[0]["full_val_loss"], ckpt["full_val_loss"], abs_tol=1e-4)
-    model, _ = utils.load_model(tmp_path / "out" / "ckpt.pt")
+    model, _ = checkpoint.load_model(tmp_path / "out" / "ckpt.pt")
     val = utils.train_val_split(utils.CharTokenizer(utils.read_text(tiny_text_file)).encode_array(
         utils.read_text(tiny_text_file)))[1]
     assert math.isclose(utils.full_split_loss(model, val, 16, 8, "cpu"), ckpt["full_val_loss"], rel_tol=1e-5)

@@ -1,3 +1,4 @@
+import contextlib
 import math
 import os
 
@@ -5,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from checkpoint import load_checkpoint, load_model, make_checkpoint, model_from_checkpoint, save_checkpoint
+from cli import UserError
+from device import get_device
 from model import GPTModel
-from utils import (
-    CharTokenizer, UserError, full_split_loss, get_batch, get_device, load_checkpoint, load_model, lr_at,
-    make_checkpoint, model_from_checkpoint, progress, read_text, save_checkpoint, train_val_split,
-)
+from optim import lr_at, progress
+from utils import CharTokenizer, full_split_loss, get_batch, read_text, train_val_split
+import device
 import utils
 
 
@@ -69,19 +72,19 @@ def test_fast_bf16_is_read_from_the_cpu_flags(tmp_path):
     cases = {"avx512_bf16 avx512_vnni": True, "amx_tile amx_bf16": True, "avx512_vnni": False}
     for extra, expected in cases.items():
         (tmp_path / "cpuinfo").write_text(flags.format(extra=extra))
-        assert utils.cpu_has_fast_bf16(tmp_path / "cpuinfo") is expected
-    assert utils.cpu_has_fast_bf16(tmp_path / "missing") is False  # not Linux: stay with fp32
+        assert device.cpu_has_fast_bf16(tmp_path / "cpuinfo") is expected
+    assert device.cpu_has_fast_bf16(tmp_path / "missing") is False  # not Linux: stay with fp32
 
 
 def test_precision_auto_is_bf16_only_where_the_hardware_is_fast(monkeypatch):
     for fast, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: fast)
-        assert utils.resolve_precision("cpu", "auto") == expected
-        assert utils.resolve_precision("mps", "auto") == "fp32"
-    assert utils.resolve_precision("cpu", "bf16") == "bf16" and utils.resolve_precision("cpu", "fp32") == "fp32"
-    assert utils.resolve_precision("mps", "bf16") == "fp32"  # MPS always computes in fp32 here
-    assert isinstance(utils.autocast_context("cpu", "fp32"), type(utils.nullcontext()))
-    assert utils.autocast_context("cpu", "bf16").fast_dtype == torch.bfloat16
+        monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: fast)
+        assert device.resolve_precision("cpu", "auto") == expected
+        assert device.resolve_precision("mps", "auto") == "fp32"
+    assert device.resolve_precision("cpu", "bf16") == "bf16" and device.resolve_precision("cpu", "fp32") == "fp32"
+    assert device.resolve_precision("mps", "bf16") == "fp32"  # MPS always computes in fp32 here
+    assert isinstance(device.autocast_context("cpu", "fp32"), type(contextlib.nullcontext()))
+    assert device.autocast_context("cpu", "bf16").fast_dtype == torch.bfloat16
 
 
 def test_bf16_autocast_gives_the_fp32_loss_and_gradients_to_bf16_precision():
@@ -91,7 +94,7 @@ def test_bf16_autocast_gives_the_fp32_loss_and_gradients_to_bf16_precision():
     results = {}
     for precision in ("fp32", "bf16"):
         model.zero_grad()
-        with utils.autocast_context("cpu", precision):
+        with device.autocast_context("cpu", precision):
             logits, loss = model(x, y)
         loss.backward()
         assert logits.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)

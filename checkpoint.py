@@ -1,0 +1,141 @@
+"""Checkpoints: the one way every script saves a model and loads it back.
+
+A checkpoint is the tutorial's day 4 dict (weights, tokenizer, config) plus whatever a run adds
+(train.py: its step, history and, in last.pt, the optimizer and random states). Files are written
+atomically, so a crash never leaves half a checkpoint, and read with weights_only=True, so loading
+a file never runs code from it.
+"""
+
+import inspect
+import os
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import torch
+
+from cli import UserError
+from i18n import _
+from model import MODEL_ARGS, GPTModel
+from utils import CharTokenizer
+
+
+def readable_mode():
+    """The permissions an ordinary new file gets here: rw for everyone, less the umask (often 0644)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def fsync_folder(folder):
+    """Make a rename inside folder durable (POSIX). Windows cannot open folders; it has nothing to do."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path, write):
+    """Call write(file) on a temporary file in path's folder, then rename it to path.
+
+    The rename is atomic, so a crash at any moment (or a reader in another process) sees either the
+    old file or the new one, never half a file. The data is fsynced before the rename and the folder
+    after it, so this holds after a power cut too.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, readable_mode())  # mkstemp makes it private (0600); a checkpoint is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_folder(path.parent)
+
+
+def make_checkpoint(model, tokenizer, config, **extra):
+    """The checkpoint dict every script saves: the tutorial's day 4 format, plus any extra entries.
+
+    config: a dict (or dataclass) with at least n_embd, num_heads, n_layer and block_size.
+    `tokenizer_itos` is never read back (it is stoi inverted), but the tutorial's format has it, so
+    checkpoints stay loadable by the tutorial's own code.
+    """
+    return {
+        "model_state_dict": model.state_dict(),
+        "tokenizer_stoi": tokenizer.stoi,
+        "tokenizer_itos": tokenizer.itos,
+        "vocab_size": tokenizer.vocab_size,
+        "config": asdict(config) if is_dataclass(config) else dict(config),
+        **extra,
+    }
+
+
+def save_checkpoint(obj, path):
+    """torch.save, atomically: a crash mid-save leaves the previous checkpoint intact."""
+    write_atomically(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path, device="cpu"):
+    """Load a checkpoint safely (weights_only=True) onto device, with a clear UserError if it can't be."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(_("no checkpoint at {path}; train one first with `python3 train.py` (or pass "
+                          "--checkpoint)").format(path=path))
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # a text file, a damaged download, a pickle of arbitrary objects...
+        raise UserError(_("{path} is not a checkpoint that Mini-GPT can read (a damaged file, or not one written "
+                          "by train.py); pass the ckpt.pt that train.py saved").format(path=path)) from None
+
+
+def saved_model_args(cfg):
+    """The GPTModel arguments of a checkpoint's config (a dict). A field it lacks, such as qk_norm in a
+    checkpoint saved before that option existed, gets GPTModel's own default: the classic model it was."""
+    defaults = inspect.signature(GPTModel).parameters
+    args = {k: defaults[k].default for k in MODEL_ARGS if defaults[k].default is not inspect.Parameter.empty}
+    args.update((k, cfg[k]) for k in MODEL_ARGS if k in cfg)
+    return args
+
+
+def model_from_checkpoint(ckpt, device="cpu"):
+    """Rebuild (model, tokenizer) from a checkpoint dict: train.py's, or day 4's (the same format)."""
+    try:
+        model = GPTModel(ckpt["vocab_size"], **saved_model_args(ckpt["config"]))
+        tokenizer = CharTokenizer.from_stoi(ckpt["tokenizer_stoi"])
+        state_dict = ckpt["model_state_dict"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(_("this checkpoint does not hold a Mini-GPT model ({reason})").format(
+            reason=f"{type(e).__name__}: {e}")) from None
+    mismatch = state_dict_mismatch(model, state_dict)
+    if mismatch:
+        raise UserError(_("this checkpoint's weights do not fit the model its config describes ({mismatch}); the "
+                          "file was changed after train.py saved it").format(mismatch=mismatch))
+    model.load_state_dict(state_dict)
+    return model.to(device), tokenizer
+
+
+def state_dict_mismatch(model, state_dict):
+    """None if state_dict fits model exactly, else a short description of the first difference."""
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in state_dict:
+            return f"{name} is missing"
+        if tuple(state_dict[name].shape) != tuple(tensor.shape):
+            return f"{name} is {list(state_dict[name].shape)}, the config needs {list(tensor.shape)}"
+    extra = sorted(set(state_dict) - set(expected))
+    return f"unexpected {extra[0]}" if extra else None
+
+
+def load_model(path, device="cpu"):
+    """The one way scripts load a trained model: (model in eval mode on device, tokenizer)."""
+    model, tokenizer = model_from_checkpoint(load_checkpoint(path, device), device)
+    return model.eval(), tokenizer

@@ -1,0 +1,18 @@
+"""The Q&A text format of advanced project 2, in one place: how prepare_qa_data.py writes an example,
+and how chat.py, eval_qa.py and the playground ask a question.
+
+    问：37+58等于多少？
+    答：95
+    <blank line>
+"""
+
+QUESTION, ANSWER, END = "问：", "答：", "\n\n"  # END: the blank line after an answer, where generation stops
+
+
+def example(question, answer):
+    return f"{QUESTION}{question}\n{ANSWER}{answer}{END}"
+
+
+def prompt(question):
+    """What the model sees before it answers."""
+    return f"{QUESTION}{question}\n{ANSWER}"

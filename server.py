@@ -1,0 +1,574 @@
+"""The playground's server: a loaded model behind the page's own API and an OpenAI-compatible one.
+
+    create_app(Server(load("out/ckpt.pt", "cpu"), "cpu"))    # what playground.py serves
+
+Two routers of module-level handlers over one Server:
+  /api   the page (static/): generate with the top-10 choices behind every character, attention,
+         chat, the model card and the checkpoint picker
+  /v1    OpenAI's shapes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (Q&A models)
+
+Everything here is a thin layer over the functions the scripts use: load_checkpoint,
+model_from_checkpoint, generate_stream, sampling_probs and attention_maps.
+"""
+
+import asyncio
+import json
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Union
+
+import torch
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from checkpoint import load_checkpoint, model_from_checkpoint
+from cli import UserError
+from model import check_sampling_args, sampling_probs
+from qa_format import END, prompt as qa_prompt
+from sampling import StopText
+from utils import REPO_DIR
+
+STATIC = REPO_DIR / "static"
+MAX_TOKENS = 2000  # per request
+MAX_PROMPT_CHARS = 4000
+MAX_N = 8  # completions per request
+TOP = 10  # next-character probabilities shown per step
+
+
+# ----------------------------------------------------------------------------------------------
+# The loaded model
+
+
+def output_folders(root):
+    """Where the checkpoint picker looks: the output folders (out/, out-*/) in root, nothing else."""
+    return sorted(p for p in Path(root).glob("out*") if p.is_dir() and not p.is_symlink())
+
+
+def list_checkpoints(root):
+    """Every ckpt.pt under the output folders, as paths relative to root."""
+    found = []
+    for folder in output_folders(root):
+        found += [p for p in folder.rglob("ckpt.pt") if p.is_file()]
+    return sorted(p.relative_to(root).as_posix() for p in found)
+
+
+def resolve_checkpoint(name, root):
+    """The file the picker may load for name, or ValueError: a listed ckpt.pt, given relative to root."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or "\\" in name:
+        raise ValueError("give a checkpoint path relative to the repo, as listed by /api/checkpoints")
+    path = (Path(root) / name).resolve()
+    allowed = [folder.resolve() for folder in output_folders(root)]
+    if path.name != "ckpt.pt" or not any(path.is_relative_to(folder) for folder in allowed):
+        raise ValueError("only ckpt.pt files under the repo's output folders (out/, out-*/) can be loaded")
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {name}")
+    return path
+
+
+@dataclass
+class Loaded:
+    """One model in memory, with what the page and the API say about it."""
+    model: torch.nn.Module
+    tokenizer: object
+    path: str
+    card: dict
+    is_qa: bool
+
+    @property
+    def model_id(self):
+        return "mini-gpt-" + Path(self.path).parent.name
+
+
+def load(path, device, qa=None):
+    """Read a checkpoint once: its model (in eval mode on device) and its model card."""
+    ckpt = load_checkpoint(path, "cpu")
+    model, tokenizer = model_from_checkpoint(ckpt, device)
+    model.eval()
+    # JSON has no NaN: an unmeasured number (e.g. full_val_loss on all but the best row) becomes null.
+    history = [[v if not (isinstance(v, float) and math.isnan(v)) else None for v in row]
+               for row in ckpt.get("history", [])]
+    is_qa = qa if qa is not None else ("答" in tokenizer.stoi and "问" in tokenizer.stoi
+                                       and "qa" in str(ckpt.get("data", "")).lower())
+    card = {
+        "checkpoint": str(path), "vocab_size": tokenizer.vocab_size, "parameters": model.num_params(),
+        "config": ckpt.get("config", {}), "data": ckpt.get("data"), "steps": ckpt.get("step"),
+        "best_val_loss": ckpt.get("best_val_loss"), "full_val_loss": ckpt.get("full_val_loss"),
+        "history": history, "block_size": model.block_size, "layers": len(model.blocks),
+        "heads": model.blocks[0].attn.num_heads, "qa": is_qa,
+    }
+    return Loaded(model, tokenizer, str(path), card, is_qa)
+
+
+class Server:
+    """The state behind the app: the loaded model and a lock that lets one token be computed at a time.
+
+    Requests interleave token by token instead of waiting for each other's whole answer, and since the
+    lock is taken per token, a client that goes away never leaves it held.
+    """
+
+    def __init__(self, loaded, device, api_key=None, root=REPO_DIR):
+        self.loaded, self.device, self.api_key, self.root = loaded, device, api_key, Path(root)
+        self.step_lock = threading.Lock()
+        self.load_lock = threading.Lock()
+        self.tokens_generated = 0  # for tests and curiosity: a stream that stops must stop this
+
+    def stream(self, loaded, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache=True):
+        """Yield (character, token id, logits (V,)) one step at a time, for one prompt."""
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(seed if seed is not None else secrets.randbits(32))
+        idx = torch.tensor([ids], device=self.device)
+        steps = loaded.model.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache=use_cache,
+                                             generator=generator, with_logits=True)
+        try:
+            while True:
+                with self.step_lock:
+                    try:
+                        token, logits = next(steps)
+                    except StopIteration:
+                        return
+                self.tokens_generated += 1
+                token_id = token[0, 0].item()
+                yield loaded.tokenizer.itos[token_id], token_id, logits[0]
+        finally:
+            steps.close()
+
+    def answer_pieces(self, loaded, ids, max_tokens, temperature, top_p, seed):
+        """Yield (piece of the answer, finish reason or None): text up to the blank line that ends an answer."""
+        text = StopText([END])
+        for ch, _, _ in self.stream(loaded, ids, max_tokens, temperature, None, top_p, seed):
+            piece = text.add(ch)
+            if text.stopped:
+                yield piece, "stop"
+                return
+            if piece:
+                yield piece, None
+        yield text.rest(), "length"
+
+
+def server_of(request: Request) -> Server:
+    """The Server a request is for (a FastAPI dependency)."""
+    return request.app.state.server
+
+
+# ----------------------------------------------------------------------------------------------
+# Request shapes (OpenAI's, where they exist)
+
+
+class CompletionRequest(BaseModel):
+    model: Optional[str] = None
+    prompt: Union[str, List[str]] = "\n"
+    max_tokens: int = Field(16, ge=0, le=MAX_TOKENS)
+    temperature: float = Field(1.0, ge=0.0, le=100.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: Optional[int] = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: Union[str, List[str], None] = None
+    seed: Optional[int] = None
+    stream: bool = False
+    logprobs: Optional[int] = Field(None, ge=0, le=TOP)
+    echo: bool = False
+
+
+class Message(BaseModel):
+    role: str
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model: Optional[str] = None
+    messages: List[Message]
+    max_tokens: int = Field(60, ge=0, le=MAX_TOKENS)
+    temperature: float = Field(0.0, ge=0.0, le=100.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=MAX_N)
+    seed: Optional[int] = None
+    stream: bool = False
+
+
+class GenerateRequest(BaseModel):  # the page's own request: also top_k, and the KV-cache switch
+    prompt: str = "\n"
+    max_tokens: int = Field(200, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(0.8, ge=0.0, le=100.0)
+    top_k: Optional[int] = Field(None, ge=1)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: Optional[int] = None
+    use_cache: bool = True
+
+
+class TextRequest(BaseModel):
+    text: str
+
+
+class LoadRequest(BaseModel):
+    path: str
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers the handlers share
+
+
+def bad_request(message, param=None):
+    return HTTPException(400, {"message": message, "type": "invalid_request_error", "param": param, "code": None})
+
+
+def sampling_args(body):
+    """A request's sampling fields as generate_stream's arguments (temperature, top_k, top_p), checked.
+    top_p 1.0 means "no nucleus", so it becomes None; a request without top_k has none."""
+    top_k = getattr(body, "top_k", None)
+    top_p = None if body.top_p >= 1.0 else body.top_p
+    try:
+        check_sampling_args(body.temperature, top_k, top_p)
+    except ValueError as e:
+        raise bad_request(str(e)) from None
+    return body.temperature, top_k, top_p
+
+
+def encode_prompt(loaded, text, param="prompt"):
+    if len(text) > MAX_PROMPT_CHARS:
+        raise bad_request(f"the prompt has {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} are allowed", param)
+    if not text:
+        raise bad_request("the prompt is empty; give at least one character", param)
+    unknown = sorted(set(text) - set(loaded.tokenizer.stoi))
+    if unknown:
+        raise bad_request(f"the model has never seen these characters: {' '.join(map(repr, unknown[:20]))}"
+                          f"{' ...' if len(unknown) > 20 else ''}", param)
+    return loaded.tokenizer.encode(text)
+
+
+def top_choices(probs, tokenizer, k=TOP):
+    values, ids = probs.topk(min(k, probs.numel()))
+    return [[tokenizer.itos[i], round(v, 5)] for v, i in zip(values.tolist(), ids.tolist()) if v > 0]
+
+
+async def threaded(events):
+    """Run a blocking generator (the model's token loop) in one worker thread and yield its items here.
+
+    Starlette would otherwise hand each next() to its thread pool, a hop per token that measurably slows
+    streaming; here the worker runs freely and posts items to the event loop. When the client goes
+    away, Starlette cancels this generator, and the worker stops before its next token.
+    """
+    loop = asyncio.get_running_loop()
+    queue, stop, finished = asyncio.Queue(), threading.Event(), object()
+
+    def post(item):
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the server is shutting down and its loop is closed
+            stop.set()
+
+    def work():
+        try:
+            for item in events:
+                if stop.is_set():
+                    break
+                post(item)
+        except Exception as e:  # noqa: BLE001 (re-raised in the event loop, where the response is)
+            post(e)
+        finally:
+            events.close()
+            post(finished)
+
+    threading.Thread(target=work, daemon=True).start()
+    try:
+        while True:
+            items = [await queue.get()]
+            while not queue.empty():  # tokens that came while the last write went out: send them together
+                items.append(queue.get_nowait())
+            for item in items:
+                if isinstance(item, Exception):
+                    raise item
+            text = "".join(item for item in items if isinstance(item, str))
+            if text:
+                yield text
+            if items[-1] is finished:
+                return
+    finally:
+        stop.set()
+
+
+def sse(payload):
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def event_stream(events):
+    return StreamingResponse(threaded(events), media_type="text/event-stream")
+
+
+def usage(prompt_tokens, completion_tokens):
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+# ----------------------------------------------------------------------------------------------
+# The page's API: /api
+
+
+page_api = APIRouter(prefix="/api")
+
+
+@page_api.get("/info")
+def info(server: Server = Depends(server_of)):
+    loaded = server.loaded
+    return {**loaded.card, "model_id": loaded.model_id, "checkpoints": list_checkpoints(server.root),
+            "max_tokens": MAX_TOKENS}
+
+
+@page_api.get("/checkpoints")
+def checkpoints(server: Server = Depends(server_of)):
+    return {"checkpoints": list_checkpoints(server.root)}
+
+
+@page_api.post("/load")
+def load_checkpoint_route(body: LoadRequest, server: Server = Depends(server_of)):
+    try:
+        path = resolve_checkpoint(body.path, server.root)
+        with server.load_lock:
+            server.loaded = load(path, server.device)
+            server.loaded.card["checkpoint"] = body.path
+    except (ValueError, UserError) as e:
+        raise bad_request(str(e), "path") from None
+    return info(server)
+
+
+@page_api.post("/generate")
+def generate(body: GenerateRequest, server: Server = Depends(server_of)):
+    loaded = server.loaded
+    temperature, top_k, top_p = sampling_args(body)
+    ids = encode_prompt(loaded, body.prompt)
+
+    def events():
+        start, count, first = time.perf_counter(), 0, None
+        for ch, token_id, logits in server.stream(loaded, ids, body.max_tokens, temperature, top_k, top_p, body.seed,
+                                                  body.use_cache):
+            count += 1
+            first = first or time.perf_counter() - start
+            used = sampling_probs(logits[None], temperature, top_k, top_p)[0]
+            top = top_choices(used, loaded.tokenizer)
+            if ch not in (c for c, _ in top):  # a lucky draw from the tail: show it too, after the ten
+                top.append([ch, round(used[token_id].item(), 5)])
+            yield sse({"char": ch, "chosen_prob": round(used[token_id].item(), 5), "top": top})
+        seconds = time.perf_counter() - start
+        yield sse({"done": True, "tokens": count, "seconds": round(seconds, 3),
+                   "tokens_per_s": round(count / max(seconds, 1e-9), 1), "first_token_s": round(first or 0, 3),
+                   "use_cache": body.use_cache})
+
+    return event_stream(events())
+
+
+@page_api.post("/attention")
+def attention(body: TextRequest, server: Server = Depends(server_of)):
+    loaded = server.loaded
+    ids = encode_prompt(loaded, body.text, "text")[-loaded.model.block_size:]
+    chars = [loaded.tokenizer.itos[i] for i in ids]
+    with server.step_lock:
+        maps = loaded.model.attention_maps(torch.tensor([ids], device=server.device))
+    return {"chars": chars, "maps": [[[[round(v, 4) for v in row] for row in head] for head in layer[0].tolist()]
+                                     for layer in maps]}
+
+
+@page_api.post("/chat")
+def chat(body: TextRequest, server: Server = Depends(server_of)):
+    loaded = server.loaded
+    if not loaded.is_qa:
+        raise bad_request("this checkpoint is not a Q&A model; load one trained on data/qa.txt")
+    ids = encode_prompt(loaded, qa_prompt(body.text.strip()), "text")
+
+    def events():
+        for piece, _ in server.answer_pieces(loaded, ids, 100, 0.0, None, 0):
+            if piece:
+                yield sse({"text": piece})
+        yield sse({"done": True})
+
+    return event_stream(events())
+
+
+# ----------------------------------------------------------------------------------------------
+# The OpenAI-compatible API: /v1
+
+
+openai_api = APIRouter(prefix="/v1")
+
+
+@openai_api.get("/models")
+def models(server: Server = Depends(server_of)):
+    return {"object": "list", "data": [{"id": server.loaded.model_id, "object": "model", "created": 0,
+                                        "owned_by": "mini-gpt"}]}
+
+
+@dataclass
+class Choice:
+    """One completion to generate: its index in the response, its prompt (text and ids) and its seed."""
+    index: int
+    prompt: str
+    ids: list
+    seed: Optional[int]
+
+
+def completion_pieces(server, loaded, body, choice, stops, sampling):
+    """Yield (text piece, its logprob entries, finish_reason or None) for one choice of a completion."""
+    temperature, top_k, top_p = sampling
+    text, pending = StopText(stops), []  # pending: one logprob entry per character not yet sent
+    for ch, token_id, logits in server.stream(loaded, choice.ids, body.max_tokens, temperature, top_k, top_p,
+                                              choice.seed):
+        if body.logprobs is not None:
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            top = logp.topk(min(max(body.logprobs, 1), logp.numel()))
+            pending.append((ch, logp[token_id].item(), {loaded.tokenizer.itos[i]: v for v, i in
+                                                        zip(top.values.tolist(), top.indices.tolist())}))
+        piece = text.add(ch)
+        if piece or text.stopped:
+            yield piece, pending[: len(piece)], "stop" if text.stopped else None
+            pending = pending[len(piece):]
+        if text.stopped:
+            return
+    yield text.rest(), pending, "length"
+
+
+def logprob_block(body, entries, offset):
+    """OpenAI's `logprobs` of a completion choice for these entries, whose text starts at `offset`."""
+    if body.logprobs is None:
+        return None
+    return {"tokens": [c for c, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
+            "top_logprobs": [top for _, _, top in entries],
+            "text_offset": list(range(offset, offset + len(entries)))}
+
+
+@openai_api.post("/completions")
+def completions(body: CompletionRequest, server: Server = Depends(server_of)):
+    loaded = server.loaded
+    sampling = sampling_args(body)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if not prompts or len(prompts) * body.n > MAX_N:
+        raise bad_request(f"give 1 to {MAX_N} prompts x n", "prompt")
+    encoded = [encode_prompt(loaded, p) for p in prompts]
+    stops = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise bad_request("stop takes up to 4 non-empty strings", "stop")
+    head = {"id": "cmpl-" + secrets.token_hex(12), "object": "text_completion", "created": int(time.time()),
+            "model": loaded.model_id}
+    choices = [Choice(i * body.n + j, p, ids, None if body.seed is None else body.seed + j)
+               for i, (p, ids) in enumerate(zip(prompts, encoded)) for j in range(body.n)]
+    if body.stream:
+        return event_stream(stream_completion(server, loaded, body, choices, stops, sampling, head))
+
+    out, completion_tokens = [], 0
+    for choice in choices:
+        pieces, entries, finish = [], [], None
+        for piece, more, finish in completion_pieces(server, loaded, body, choice, stops, sampling):
+            pieces.append(piece)
+            entries += more
+        text = "".join(pieces)
+        completion_tokens += len(text)
+        out.append({"text": (choice.prompt if body.echo else "") + text, "index": choice.index,
+                    "logprobs": logprob_block(body, entries, len(choice.prompt)), "finish_reason": finish})
+    return {**head, "choices": out, "usage": usage(sum(map(len, encoded)) * body.n, completion_tokens)}
+
+
+def stream_completion(server, loaded, body, choices, stops, sampling, head):
+    """The server-sent events of a streamed completion: each choice's pieces in turn, then [DONE]."""
+    for choice in choices:
+        offset = len(choice.prompt)
+        if body.echo:
+            yield sse({**head, "choices": [{"text": choice.prompt, "index": choice.index, "logprobs": None,
+                                            "finish_reason": None}]})
+        for piece, entries, finish in completion_pieces(server, loaded, body, choice, stops, sampling):
+            if piece or finish:
+                yield sse({**head, "choices": [{"text": piece, "index": choice.index,
+                                                "logprobs": logprob_block(body, entries, offset),
+                                                "finish_reason": finish}]})
+            offset += len(piece)
+    yield "data: [DONE]\n\n"
+
+
+@openai_api.post("/chat/completions")
+def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
+    loaded = server.loaded
+    if not loaded.is_qa:
+        raise bad_request("this checkpoint is not a Q&A model, so it has no chat format; use /v1/completions, "
+                          "or load a model trained on data/qa.txt", "model")
+    temperature, _, top_p = sampling_args(body)
+    questions = [m.content for m in body.messages if m.role == "user"]
+    if not questions or not questions[-1].strip():
+        raise bad_request("give at least one non-empty user message", "messages")
+    ids = encode_prompt(loaded, qa_prompt(questions[-1].strip()), "messages")
+    head = {"id": "chatcmpl-" + secrets.token_hex(12), "created": int(time.time()), "model": loaded.model_id}
+    seeds = [None if body.seed is None else body.seed + j for j in range(body.n)]
+
+    def answer(j):
+        return server.answer_pieces(loaded, ids, body.max_tokens, temperature, top_p, seeds[j])
+
+    if body.stream:
+        def chunk(index, delta, finish=None):
+            return sse({**head, "object": "chat.completion.chunk",
+                        "choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
+
+        def events():
+            for j in range(body.n):
+                yield chunk(j, {"role": "assistant"})
+                for piece, finish in answer(j):
+                    if piece:
+                        yield chunk(j, {"content": piece})
+                yield chunk(j, {}, finish)
+            yield "data: [DONE]\n\n"
+
+        return event_stream(events())
+
+    choices, completion_tokens = [], 0
+    for j in range(body.n):
+        pieces = list(answer(j))
+        text = "".join(piece for piece, _ in pieces)
+        completion_tokens += len(text)
+        choices.append({"index": j, "message": {"role": "assistant", "content": text},
+                        "finish_reason": pieces[-1][1]})
+    return {**head, "object": "chat.completion", "choices": choices,
+            "usage": usage(len(ids) * body.n, completion_tokens)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The app
+
+
+async def invalid_request(request, exc):
+    """Malformed JSON or a field out of range: OpenAI's error shape, no traceback."""
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": where,
+                                   "code": None}}, status_code=400)
+
+
+async def http_error(request, exc):
+    detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail), "type": "error"}
+    return JSONResponse({"error": detail}, status_code=exc.status_code)
+
+
+def create_app(server):
+    app = FastAPI(title="Mini-GPT playground", docs_url=None, redoc_url=None)
+    app.state.server = server
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next):
+        if server.api_key and request.url.path.startswith(("/v1/", "/api/")):
+            if request.headers.get("authorization", "") != f"Bearer {server.api_key}":
+                return JSONResponse({"error": {"message": "a valid API key is required: Authorization: Bearer <key>",
+                                               "type": "authentication_error", "code": "invalid_api_key"}},
+                                    status_code=401)
+        return await call_next(request)
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(page_api)
+    app.include_router(openai_api)
+    return app

@@ -1,0 +1,37 @@
+"""The shape of the code: entry points on top, the modules they share below, and no script that
+imports another (what two scripts share lives in a module both import)."""
+
+import ast
+
+from conftest import REPO
+
+FILES = {path.stem: path for path in REPO.glob("*.py")}
+SCRIPTS = {name for name, path in FILES.items() if 'if __name__ == "__main__":' in path.read_text(encoding="utf-8")}
+
+
+def local_imports(path):
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names & set(FILES)
+
+
+def test_no_script_imports_another_script():
+    imported = {name: sorted(local_imports(path) & SCRIPTS) for name, path in FILES.items()}
+    assert {name: found for name, found in imported.items() if found} == {}
+    assert {"train", "generate", "playground", "bench", "day4_train_small"} <= SCRIPTS  # the check sees them
+
+
+def test_the_modules_form_layers_without_cycles():
+    modules = {name: local_imports(FILES[name]) - SCRIPTS for name in set(FILES) - SCRIPTS}
+    done, order = set(), []
+    while len(done) < len(modules):
+        ready = sorted(name for name, deps in modules.items() if name not in done and deps <= done)
+        assert ready, f"an import cycle among {sorted(set(modules) - done)}"
+        done |= set(ready)
+        order.append(ready)
+    assert order[0] == ["i18n", "qa_format", "sampling"]  # what depends on nothing in the repo
+    assert modules["model"] <= {"device", "i18n"}  # the model stands on its own: no checkpoints, no training
