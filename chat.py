@@ -19,7 +19,7 @@ from config import HelpFormatter
 from device import get_device
 from i18n import _
 from model import check_sampling_args
-from qa_format import END, prompt
+from qa_format import END, TRAIN_COMMAND, prompt
 from sampling import sample_text
 from utils import set_seed
 
@@ -62,10 +62,11 @@ def main(argv=None):
         raise UserError(str(e)) from None
     if args.max_new_tokens < 1:
         raise UserError(_("--max_new_tokens must be >= 1, got {value}").format(value=args.max_new_tokens))
-    model, tokenizer = load_model(args.checkpoint, get_device(args.device))
+    train_qa = "python3 prepare_qa_data.py && " + TRAIN_COMMAND
+    model, tokenizer = load_model(args.checkpoint, get_device(args.device), train_qa)
     if "答" not in tokenizer.stoi:
-        raise UserError(_("{path} was not trained on Q&A text; train one with python3 prepare_qa_data.py && python3 "
-                          "train.py --data data/qa.txt --out_dir out-qa").format(path=args.checkpoint))
+        raise UserError(_("{path} was not trained on Q&A text; train one with {command}").format(
+            path=args.checkpoint, command=train_qa))
     set_seed(args.seed)
 
     def write(text):

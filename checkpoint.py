@@ -84,12 +84,13 @@ def save_checkpoint(obj, path):
     write_atomically(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path, device="cpu"):
-    """Load a checkpoint safely (weights_only=True) onto device, with a clear UserError if it can't be."""
+def load_checkpoint(path, device="cpu", train_command="python3 train.py"):
+    """Load a checkpoint safely (weights_only=True) onto device, with a clear UserError if it can't be.
+    train_command: what makes such a checkpoint, for the message when there is none."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(_("no checkpoint at {path}; train one first with `python3 train.py` (or pass "
-                          "--checkpoint)").format(path=path))
+        raise UserError(_("no checkpoint at {path}; train one first: {command} (or pass --checkpoint)").format(
+            path=path, command=train_command))
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception:  # a text file, a damaged download, a pickle of arbitrary objects...
@@ -135,7 +136,7 @@ def state_dict_mismatch(model, state_dict):
     return f"unexpected {extra[0]}" if extra else None
 
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", train_command="python3 train.py"):
     """The one way scripts load a trained model: (model in eval mode on device, tokenizer)."""
-    model, tokenizer = model_from_checkpoint(load_checkpoint(path, device), device)
+    model, tokenizer = model_from_checkpoint(load_checkpoint(path, device, train_command), device)
     return model.eval(), tokenizer

@@ -125,7 +125,8 @@ def main(argv=None):
 观察：
 1. Loss 是否下降？（起点约为 ln({vocab_size}) = {torch.log(torch.tensor(float(vocab_size))).item():.2f}，即随机猜）
 2. 生成的文本是否有改善？
-3. 训练 loss 和验证 loss 的关系？（训练 loss 明显更低说明开始过拟合：数据只有 1 万字符）
+3. 训练 loss 和验证 loss 的关系？（验证 loss 跟着训练 loss 一起下降，说明模型学到的是规律，而不是死记硬背；
+   验证 loss 略高是正常的，它是没训练过的文本。训练 loss 还在降、验证 loss 却回升，才是过拟合）
 
 下一步：
 1. 增加训练步数 (python3 day4_train_small.py --max_iters 2000)

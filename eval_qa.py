@@ -21,7 +21,7 @@ from cli import UserError, run_main
 from config import HelpFormatter
 from device import get_device
 from i18n import _
-from qa_format import END, prompt
+from qa_format import END, TRAIN_COMMAND, prompt
 from utils import REPO_DIR, read_text
 
 KINDS = {  # kind -> what it is, in the table
@@ -93,8 +93,11 @@ def main(argv=None):
     if args.batch_size < 1:
         raise UserError(_("--batch_size must be >= 1, got {value}").format(value=args.batch_size))
     device = get_device(args.device)
+    model, tokenizer = load_model(args.checkpoint, device, "python3 prepare_qa_data.py && " + TRAIN_COMMAND)
+    if not Path(args.heldout).is_file():
+        raise UserError(_("no held-out questions at {path}; make them first with python3 prepare_qa_data.py").format(
+            path=args.heldout))
     rows = read_heldout(args.heldout)
-    model, tokenizer = load_model(args.checkpoint, device)
     unknown = sorted({ch for _, q, _ in rows for ch in prompt(q)} - set(tokenizer.stoi))
     if unknown:
         raise UserError(_("{path} does not know {chars}: it was not trained on the text {heldout} was made with. "

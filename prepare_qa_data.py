@@ -23,7 +23,7 @@ Deterministic: the same --seed gives the same files.
 import argparse
 import random
 import re
-from qa_format import END, example
+from qa_format import END, TRAIN_COMMAND, example
 from collections import Counter
 from pathlib import Path
 
@@ -142,7 +142,7 @@ def main(argv=None):
                                  repeats=args.poem_repeats, chars=sum(map(len, pieces))))
     print(_("wrote {path}: held-out {counts}").format(
         path=args.heldout, counts=", ".join(f"{k} {n}" for k, n in sorted(counts.items()))))
-    print(_("next: python3 train.py --data data/qa.txt --out_dir out-qa   (see README, advanced project 2)"))
+    print(_("next: {command}   (see README, advanced project 2)").format(command=TRAIN_COMMAND))
 
 
 if __name__ == "__main__":

@@ -423,6 +423,10 @@ class stop_cleanly:
             raise SystemExit(130)
         if kind is FloatingPointError:
             self.bar.close()
+            if not math.isfinite(run.state.best_val_loss):  # this run has saved no trained model yet
+                raise UserError(_(
+                    "the loss became NaN or infinite near step {step}, before this run saved a trained model. Try a "
+                    "lower --learning_rate (now {lr})").format(step=run.state.step, lr=run.cfg.learning_rate)) from None
             raise UserError(_(
                 "the loss became NaN or infinite near step {step}; stopped without saving, so {last} and {ckpt} "
                 "keep the last good model. Try a lower --learning_rate (now {lr})"

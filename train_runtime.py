@@ -59,6 +59,7 @@ class OutDirLock:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UserError(_("--out_dir {path} is a file, not a folder; give a folder name (it is created if "
                               "missing)").format(path=self.out_dir))
+        self.created = not self.out_dir.exists()  # a folder this run makes, it removes again if it writes nothing
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.file = open(self.out_dir / ".lock", "a+")
@@ -80,6 +81,14 @@ class OutDirLock:
         return self
 
     def __exit__(self, *exc):
+        if self.created and [p.name for p in self.out_dir.iterdir()] == [".lock"]:
+            # The run failed before it saved anything (a bad flag, a text too short): leave no empty folder behind.
+            # The lock is still held while its file goes, so no other run can have taken it (Windows can't
+            # delete an open file, so there it is released first).
+            if os.name == "nt":
+                self.file.close()
+            (self.out_dir / ".lock").unlink()
+            self.out_dir.rmdir()
         self.file.close()  # closing the file releases the lock
 
 

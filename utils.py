@@ -122,9 +122,11 @@ def read_chunks(path):
         with open(path, encoding="utf-8", newline="") as f:
             for chunk in iter(lambda: f.read(CHUNK_CHARS), ""):
                 yield chunk
-    except UnicodeDecodeError as e:
-        raise UserError(_("{path} is not UTF-8 text (byte {byte} of a block is invalid); save it as UTF-8").format(
-            path=path, byte=e.start)) from None
+    except UnicodeDecodeError:
+        # Chinese text that isn't UTF-8 is most often GBK (Windows' default for Chinese): name the fix.
+        raise UserError(_("{path} is not UTF-8 text (Chinese text saved on Windows is often GBK); convert it with "
+                          "iconv -f GBK -t UTF-8 {path} > utf8.txt, or save it as UTF-8 in your editor").format(
+            path=path)) from None
 
 
 def train_val_split(data, train_fraction=0.9):

@@ -103,8 +103,8 @@ def script(args, **env):
 
 
 @pytest.mark.parametrize("env, line", [
-    ({"LANG": "en_US.UTF-8"}, "error: no checkpoint at nowhere.pt; train one first with `python3 train.py`"),
-    ({"LANG": "zh_CN.UTF-8"}, "错误：nowhere.pt 没有检查点；先用 `python3 train.py` 训练一个"),
+    ({"LANG": "en_US.UTF-8"}, "error: no checkpoint at nowhere.pt; train one first: python3 train.py"),
+    ({"LANG": "zh_CN.UTF-8"}, "错误：nowhere.pt 没有检查点；先训练一个：python3 train.py"),
     ({"MINIGPT_LANG": "zh", "LANG": "en_US.UTF-8"}, "错误：nowhere.pt 没有检查点"),
 ])
 def test_a_script_speaks_the_learners_language(env, line):

@@ -73,7 +73,7 @@ def test_scripts_as_subprocesses_exit_non_zero_with_one_line(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "generate.py")], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr == "error: no checkpoint at out/ckpt.pt; train one first with `python3 train.py` " \
+    assert result.stderr == "error: no checkpoint at out/ckpt.pt; train one first: python3 train.py " \
                             "(or pass --checkpoint)\n"
 
 
