@@ -1,7 +1,7 @@
 """Day 4: train a very small GPT on the first 10,000 characters of Shakespeare.
 
 Run from the repo root:  python3 day4_train_small.py
-Takes about 7 seconds on a 2-core CPU; saves day4_training_curve.png and day4_model.pt.
+Takes 7 to 12 seconds on a 2-core CPU; saves day4_training_curve.png and day4_model.pt.
 train.py is the full-size version of this same loop.
 """
 
@@ -19,7 +19,7 @@ from utils import REPO_DIR, CharTokenizer, estimate_loss, get_batch, read_text, 
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Day 4: train a very small GPT in about 7 seconds on a CPU.")
+    parser = argparse.ArgumentParser(description="Day 4: train a very small GPT in 7 to 12 seconds on a CPU.")
     parser.add_argument("--max_iters", type=int, default=500, help="training steps")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     return parser.parse_args(argv)
@@ -29,7 +29,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     print("=" * 60)
-    print("训练一个超小型模型（2 核 CPU 上约 7 秒）")
+    print("训练一个超小型模型（2 核 CPU 上 7–12 秒）")
     print("=" * 60)
 
     # ===== Settings: tiny, so results show up fast =====

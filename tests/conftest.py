@@ -1,4 +1,6 @@
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -88,3 +90,41 @@ def torchrun(args, cwd, nproc=2, timeout=300):
         stdout, stderr = proc.communicate()
         pytest.fail(f"torchrun did not finish within {timeout} s; killed it and its workers.\n{stderr[-3000:]}")
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def shown_commands(markdown):
+    """Every python3 (or torchrun) command a page shows: the lines of bash blocks, and inline `code` spans.
+    A line joining commands with && gives each of them."""
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", markdown, flags=re.S):
+        found += [line.split("  #")[0].strip() for line in block.splitlines()]
+    found += re.findall(r"`((?:python3|torchrun) [^`]+)`", markdown)
+    pieces = [piece.strip() for line in found for piece in line.split("&&")]
+    return list(dict.fromkeys(p for p in pieces if p.startswith(("python3 ", "torchrun "))))  # each once, in order
+
+
+def check_command_parses(command):
+    """The command names a script in the repo whose argparse accepts its flags (argparse exits otherwise)."""
+    import importlib
+
+    argv = shlex.split(command)
+    if argv[0] == "torchrun":  # torchrun's own flags, then the script and its flags
+        argv = ["python3", *argv[next(i for i, a in enumerate(argv) if a.endswith(".py")):]]
+    argv = argv[1:]
+    if argv[:2] == ["-m", "pytest"]:
+        assert argv[2:] == ["-q"], command  # the README's test command, as .ci/run runs it
+        return
+    if argv[0] == "-m":  # python3 -m pip install -r requirements...txt (or torch from PyTorch's CPU index)
+        assert argv[1:3] == ["pip", "install"], command
+        if argv[3] == "-r":
+            assert (REPO / argv[4]).is_file(), command
+        else:
+            assert argv[3:] == ["torch", "--index-url", "https://download.pytorch.org/whl/cpu"], command
+        return
+    script = REPO / argv[0]
+    assert script.is_file(), f"{command}: no {argv[0]} in the repo"
+    module = importlib.import_module(script.stem)
+    if hasattr(module, "parse_args"):
+        module.parse_args(argv[1:])
+    else:  # day 1-3 take no flags
+        assert argv[1:] == [], command

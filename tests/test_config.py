@@ -90,15 +90,22 @@ def test_an_edit_to_config_py_is_what_the_next_run_uses(tmp_path, tiny_text_file
         assert line in text, f"config.py no longer has {line!r}; update this test"
         text = text.replace(line, f"    {field}: int = _param({new}, ")
     config.write_text(text, encoding="utf-8")
-    for budget in ("75", "0"):
-        result = subprocess.run(
-            [sys.executable, "train.py", "--data", str(tiny_text_file), "--time_budget", budget, "--max_iters", "1",
-             "--eval_iters", "1", "--batch_size", "2", "--block_size", "16", "--sample_tokens", "0", "--device", "cpu",
-             "--out_dir", str(tmp_path / f"out{budget}")],
-            cwd=copy, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        assert "config: config.py" in result.stdout
-        assert "(n_embd 48, num_heads 3, n_layer 1, block_size 16)" in result.stdout, result.stdout
+    # Both runs in one fresh interpreter (it reads the edited config.py; a second one would only import torch again).
+    runs = [["train.py", "--data", str(tiny_text_file), "--time_budget", budget, "--max_iters", "1", "--eval_iters", "1",
+             "--batch_size", "2", "--block_size", "16", "--sample_tokens", "0", "--device", "cpu",
+             "--out_dir", str(tmp_path / f"out{budget}")] for budget in ("75", "0")]
+    program = ("import runpy, sys\n"
+               f"for argv in {runs!r}:\n"
+               "    sys.argv = argv\n"
+               "    runpy.run_path('train.py', run_name='__main__')\n"
+               "    print('=== run done')\n")
+    result = subprocess.run([sys.executable, "-c", program], cwd=copy, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    outputs = result.stdout.split("=== run done")[:2]
+    assert len(outputs) == 2
+    for output in outputs:
+        assert "config: config.py" in output
+        assert "(n_embd 48, num_heads 3, n_layer 1, block_size 16)" in output, output
 
 
 @pytest.mark.parametrize("script", ["train", "generate", "bench", "visualize_attention"])

@@ -9,7 +9,7 @@ import pytest
 
 import config
 import utils
-from conftest import REPO, assert_clean_error, run
+from conftest import REPO, assert_clean_error, check_command_parses, run, shown_commands
 
 TUTORIAL = (REPO / "TUTORIAL.md").read_text(encoding="utf-8")
 # Flags that make a train.py command take a second: they come last, so they win.
@@ -18,16 +18,7 @@ QUICK_TRAIN = ["--time_budget", "0", "--max_iters", "2", "--eval_interval", "1",
                "--device", "cpu"]
 
 
-def commands():
-    """Every python3 command: the lines of fenced code blocks, and inline `code` spans."""
-    found = []
-    for block in re.findall(r"```bash\n(.*?)```", TUTORIAL, flags=re.S):
-        found += [line.strip() for line in block.splitlines() if line.strip().startswith("python3 ")]
-    found += re.findall(r"`(python3 [^`]+)`", TUTORIAL)
-    return list(dict.fromkeys(found))  # each once, in order
-
-
-COMMANDS = commands()
+COMMANDS = shown_commands(TUTORIAL)
 
 
 def test_every_picture_the_docs_show_is_in_the_repository():
@@ -51,17 +42,7 @@ def test_the_tutorial_has_every_days_commands():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_names_a_script_that_accepts_its_flags(command):
-    argv = shlex.split(command)[1:]
-    if argv[0] == "-m":  # python3 -m pip install -r requirements...txt
-        assert argv[1:4] == ["pip", "install", "-r"] and (REPO / argv[4]).is_file(), command
-        return
-    script = REPO / argv[0]
-    assert script.is_file(), f"{command}: no {argv[0]} in the repo"
-    module = importlib.import_module(script.stem)
-    if hasattr(module, "parse_args"):
-        module.parse_args(argv[1:])  # argparse exits on an unknown flag or a bad value
-    else:  # day 1-3 take no flags
-        assert argv[1:] == [], command
+    check_command_parses(command)
 
 
 @pytest.fixture

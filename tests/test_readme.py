@@ -1,0 +1,29 @@
+"""The READMEs can't rot: every command they show names a script that exists and flags its argparse accepts."""
+
+import shlex
+
+import pytest
+
+from conftest import REPO, check_command_parses, shown_commands
+
+READMES = {name: (REPO / name).read_text(encoding="utf-8") for name in ("README.md", "README_en.md")}
+COMMANDS = sorted({command for text in READMES.values() for command in shown_commands(text)})
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_readme_command_names_a_script_that_accepts_its_flags(command):
+    check_command_parses(command)
+
+
+def test_both_readmes_show_the_same_scripts_and_ci_runs_their_test_command():
+    def scripts(text):
+        return {"train.py" if c.startswith("torchrun") else shlex.split(c)[1] for c in shown_commands(text)}
+
+    assert scripts(READMES["README.md"]) == scripts(READMES["README_en.md"])
+    install_and_train = "python3 -m pip install -r requirements.txt && python3 train.py && python3 generate.py"
+    install_and_test = "python3 -m pip install -r requirements-dev.txt && python3 -m pytest -q"
+    for text in READMES.values():
+        assert install_and_train in text and install_and_test in text
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci[-1] == install_and_test  # CI runs exactly the README's test command
+    assert len(COMMANDS) >= 20
