@@ -40,7 +40,7 @@ def test_day5_quick_writes_a_table_per_experiment_and_the_pictures(tmp_path, mon
     toy = dict(n_embd=16, num_heads=2, n_layer=1)
     for name in ("tiny", "small", "default"):  # the real sizes take minutes; the script's logic doesn't change
         monkeypatch.setitem(config.PRESETS, name, {**config.PRESETS[name], **toy})
-    status = run(day5_experiments, "--quick", "--scale", "0.05", "--out", "report", "--device", "cpu")
+    status = run(day5_experiments, "--quick", "--scale", "0.02", "--out", "report", "--device", "cpu")
     assert status == 0
     out = capsys.readouterr().out
     assert "快速模式" in out and "【实验1】" in out and "【实验4】" in out
