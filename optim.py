@@ -43,15 +43,17 @@ def make_optimizer(model, cfg, device, blocks=None):
     hidden = [p for block in blocks for p in block.parameters() if p.dim() == 2] if use_muon else []
     taken = {id(p) for p in hidden}
     rest = [p for p in params if id(p) not in taken]
-    groups = [
-        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    def groups():  # new dicts for each try: a failed AdamW(...) has already written its defaults into them
+        return [
+            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
+        ]
+
     try:
         # The fused kernel updates every parameter in one pass: faster on CUDA and CPU.
-        adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.99), fused=True)
+        adamw = torch.optim.AdamW(groups(), lr=cfg.learning_rate, betas=(0.9, 0.99), fused=True)
     except RuntimeError:  # this torch has no fused AdamW for this device (CPU needs torch >= 2.4)
-        adamw = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.99))
+        adamw = torch.optim.AdamW(groups(), lr=cfg.learning_rate, betas=(0.9, 0.99))
     if not hidden:
         return Optimizers(adamw)
     # "match_rms_adamw" scales Muon's steps to the size AdamW's would have, so one learning rate

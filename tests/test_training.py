@@ -221,6 +221,11 @@ def test_fused_adamw_falls_back_when_this_torch_lacks_it(monkeypatch):
 
     def old_adamw(params, fused=None, **kwargs):
         if fused:
+            # As torch 2.1's AdamW does: Optimizer.__init__ writes the defaults into the caller's group dicts
+            # ("fused": True among them), and only then does AdamW's own check raise. A fallback that reuses those
+            # dicts still steps with the fused kernel, which that torch lacks on a CPU.
+            for group in params:
+                group.setdefault("fused", True)
             raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
                                "devices: ['cuda', 'xpu', 'privateuseone']")
         return real_adamw(params, **kwargs)
@@ -229,8 +234,10 @@ def test_fused_adamw_falls_back_when_this_torch_lacks_it(monkeypatch):
     model = GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4)
     (optimizer,) = optim.make_optimizer(model, Config(optimizer="adamw"), "cpu").optimizers
     assert isinstance(optimizer, real_adamw) and not optimizer.defaults["fused"]
+    assert not any(group.get("fused") for group in optimizer.param_groups)  # no group keeps the failed call's fused
     muon, adamw = optim.make_optimizer(model, Config(optimizer="muon"), "cpu").optimizers
     assert isinstance(adamw, real_adamw) and not adamw.defaults["fused"]
+    assert not any(group.get("fused") for group in adamw.param_groups)
 
 
 def test_a_torch_without_muon_trains_with_adamw_and_says_so(monkeypatch, capsys):
