@@ -2,16 +2,14 @@
 
 import ast
 import io
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 from babel.messages.extract import extract_from_file
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
+import generate
 import i18n
 import train
 from conftest import REPO, run
@@ -95,20 +93,19 @@ def test_language_follows_the_environment(monkeypatch, env, expected):
     assert i18n.language() == expected
 
 
-def script(args, **env):
-    clean = {k: v for k, v in os.environ.items() if k not in i18n.LANGUAGE_VARIABLES}
-    result = subprocess.run([sys.executable, *args], cwd=REPO, env={**clean, **env}, capture_output=True, text=True,
-                            timeout=120)
-    return result.returncode, result.stderr.strip()
-
-
 @pytest.mark.parametrize("env, line", [
     ({"LANG": "en_US.UTF-8"}, "error: no checkpoint at nowhere.pt; train one first: python3 train.py"),
     ({"LANG": "zh_CN.UTF-8"}, "错误：nowhere.pt 没有检查点；先训练一个：python3 train.py"),
     ({"MINIGPT_LANG": "zh", "LANG": "en_US.UTF-8"}, "错误：nowhere.pt 没有检查点"),
 ])
-def test_a_script_speaks_the_learners_language(env, line):
-    status, err = script(["generate.py", "--checkpoint", "nowhere.pt"], **env)
+def test_a_script_speaks_the_learners_language(env, line, monkeypatch, capsys):
+    # In this process: language() reads the environment on every call (test_scripts runs the real subprocess).
+    for name in i18n.LANGUAGE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    status = run(generate, "--checkpoint", "nowhere.pt")
+    err = capsys.readouterr().err.strip()
     assert status == 2 and err.startswith(line) and len(err.splitlines()) == 1, err
 
 
