@@ -93,7 +93,7 @@ class CausalSelfAttention(nn.Module):
         qkv = self.qkv(x).view(B, T, 3 * H, hs)  # every head's q, then every head's k, then every head's v
         qk, v = qkv[:, :, : 2 * H], qkv[:, :, 2 * H :]  # (B, T, 2H, hs), (B, T, H, hs)
         if self.qk_norm:
-            qk = F.rms_norm(qk, (hs,))
+            qk = rms_norm(qk)
         if self.rotary:
             qk = rotate(qk, offset)
         q, k = qk.split(H, dim=2)
@@ -145,6 +145,14 @@ def causal_attention(q, k, v, dropout_p=0.0):
     q, k, v = (t.reshape(B * H, T, hs) for t in (q, k, v))  # every head of every sequence side by side
     scores = torch.baddbmm(future.expand(B * H, T, T), q, k.transpose(1, 2), alpha=hs**-0.5)  # (B*H, T, T)
     return (F.softmax(scores, dim=-1) @ v).view(B, H, T, hs)
+
+
+def rms_norm(x):
+    """x scaled so that its last dimension has root-mean-square 1 (no learned gain): F.rms_norm, which arrived in
+    torch 2.4, or the same formula written out on an older torch."""
+    if hasattr(F, "rms_norm"):
+        return F.rms_norm(x, (x.shape[-1],))
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + torch.finfo(x.dtype).eps)  # F.rms_norm's eps
 
 
 def rotate(x, offset=0, base=10000.0):

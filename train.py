@@ -21,7 +21,7 @@ import csv
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -267,6 +267,8 @@ def prepare(args, rank, world_size, device):
     model = GPTModel.from_config(cfg, tokenizer.vocab_size).to(device)  # the same initial weights everywhere
     torch.manual_seed(state.seed + rank)  # ... but each process its own dropout masks
     optimizer = make_optimizer(model, cfg, device)
+    if cfg.optimizer == "muon" and len(optimizer.optimizers) == 1:  # this torch has no Muon: say, and save, the truth
+        cfg = replace(cfg, optimizer="adamw")
     batch_generator = torch.Generator().manual_seed(state.seed + rank)  # ... and its own batches
     # The weights' average over the run's last part: only rank 0 evaluates and saves.
     average = WeightAverage(model, cfg.average_fraction) if cfg.average_fraction > 0 and rank == 0 else None

@@ -128,3 +128,7 @@ def check_command_parses(command):
         module.parse_args(argv[1:])
     else:  # day 1-3 take no flags
         assert argv[1:] == [], command
+
+
+needs_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"),
+                                reason=f"torch.optim.Muon arrived in torch 2.9; this is torch {torch.__version__}")

@@ -96,3 +96,18 @@ def test_day3_and_day4_say_their_lessons_in_chinese_punctuation_and_agree_with_t
     lesson = "验证 loss 跟着训练 loss 一起下降，说明模型学到的是规律，而不是死记硬背"
     assert lesson in out and lesson in tutorial
     assert "开始过拟合" not in out
+
+
+def test_a_torch_below_the_floor_is_one_line_at_start_up(tmp_path, monkeypatch, capsys):
+    import torch
+
+    import cli
+
+    monkeypatch.setattr(torch, "__version__", "2.0.1+cpu")
+    assert_clean_error(run(generate), capsys.readouterr().err, "PyTorch 2.0.1 is too old", "torch 2.1 or newer",
+                       "python3 -m pip install --upgrade torch")
+    monkeypatch.setattr(torch, "__version__", "2.1.0")
+    assert run(generate, "--checkpoint", "nowhere.pt") == 2 and "too old" not in capsys.readouterr().err
+    # The floor said in one place agrees with the one requirements.txt states.
+    floor = re.search(r"^torch>=([\d.]+)", (REPO / "requirements.txt").read_text(encoding="utf-8"), re.M).group(1)
+    assert tuple(map(int, floor.split("."))) == cli.MIN_TORCH

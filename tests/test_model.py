@@ -254,3 +254,19 @@ def test_generate_rejects_bad_arguments(kwargs, message):
     model = small_model()
     with pytest.raises(ValueError, match=message):
         model.generate(torch.zeros(1, 1, dtype=torch.long), 5, **kwargs)
+
+
+def test_qk_norm_works_on_a_torch_without_f_rms_norm(monkeypatch):
+    # F.rms_norm arrived in torch 2.4; on an older torch the written-out formula must give the same numbers.
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, 8) * 3
+    if hasattr(F, "rms_norm"):
+        expected = F.rms_norm(x, (8,))
+    else:
+        expected = x / x.pow(2).mean(dim=-1, keepdim=True).add(torch.finfo(x.dtype).eps).sqrt()
+    monkeypatch.delattr(model_module.F, "rms_norm", raising=False)
+    torch.testing.assert_close(model_module.rms_norm(x), expected)
+    assert torch.allclose(model_module.rms_norm(x).pow(2).mean(dim=-1), torch.ones(2, 5, 4), atol=1e-5)
+    model = GPTModel(11, n_embd=16, num_heads=2, n_layer=1, block_size=8, qk_norm=True)
+    logits, loss = model(torch.randint(11, (2, 8)), torch.randint(11, (2, 8)))
+    assert torch.isfinite(loss)

@@ -18,7 +18,7 @@ import day4_train_small
 import generate
 import optim
 import train
-from conftest import REPO, assert_clean_error, run
+from conftest import REPO, assert_clean_error, needs_muon, run
 
 TRAIN_FLAGS = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "32",
                "--batch_size", "16", "--max_iters", "150", "--eval_interval", "50", "--eval_iters", "5",
@@ -173,6 +173,7 @@ class GPT(nn.Module):  # nanoGPT's interface: transformer.h holds the blocks; fo
 '''
 
 
+@needs_muon  # it checks which matrices Muon takes
 def test_bench_times_nanogpt_side_by_side_with_the_same_optimizer(tmp_path, capsys, monkeypatch):
     import json
 

@@ -22,7 +22,7 @@ import token_cache
 import train
 import train_runtime
 import utils
-from conftest import REPO, assert_clean_error, run, torchrun
+from conftest import REPO, assert_clean_error, needs_muon, run, torchrun
 
 SMALL = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "16", "--batch_size", "8",
          "--eval_interval", "10", "--eval_iters", "2", "--warmup_fraction", "0.1", "--learning_rate", "3e-3",
@@ -235,21 +235,30 @@ def test_fused_adamw_falls_back_when_this_torch_lacks_it(monkeypatch):
     (optimizer,) = optim.make_optimizer(model, Config(optimizer="adamw"), "cpu").optimizers
     assert isinstance(optimizer, real_adamw) and not optimizer.defaults["fused"]
     assert not any(group.get("fused") for group in optimizer.param_groups)  # no group keeps the failed call's fused
-    muon, adamw = optim.make_optimizer(model, Config(optimizer="muon"), "cpu").optimizers
-    assert isinstance(adamw, real_adamw) and not adamw.defaults["fused"]
-    assert not any(group.get("fused") for group in adamw.param_groups)
+    if hasattr(torch.optim, "Muon"):  # Muon alongside: its AdamW half falls back the same way
+        muon, adamw = optim.make_optimizer(model, Config(optimizer="muon"), "cpu").optimizers
+        assert isinstance(adamw, real_adamw) and not adamw.defaults["fused"]
+        assert not any(group.get("fused") for group in adamw.param_groups)
 
 
-def test_a_torch_without_muon_trains_with_adamw_and_says_so(monkeypatch, capsys):
+def test_a_torch_without_muon_trains_with_adamw_and_says_so_at_start_up(monkeypatch, capsys, tmp_path,
+                                                                           tiny_text_file):
     from config import Config
     from model import GPTModel
 
-    monkeypatch.delattr(torch.optim, "Muon")  # as in torch < 2.9
+    monkeypatch.delattr(torch.optim, "Muon", raising=False)  # as in torch < 2.9
     optimizer = optim.make_optimizer(GPTModel(10, n_embd=8, num_heads=2, n_layer=1, block_size=4), Config(), "cpu")
     assert [type(opt) for opt in optimizer.optimizers] == [torch.optim.AdamW]
     assert "has no torch.optim.Muon" in capsys.readouterr().out
+    # The start-up line names the optimizer the run really uses, and the checkpoint records it.
+    monkeypatch.chdir(tmp_path)
+    assert run(train, "--data", tiny_text_file, "--max_iters", "2", "--out_dir", "out", *SMALL) == 0
+    out = capsys.readouterr().out
+    assert "tokens per step, adamw, peak lr" in out and "muon, peak lr" not in out
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["config"]["optimizer"] == "adamw"
 
 
+@needs_muon
 def test_muon_takes_the_blocks_weight_matrices_and_adamw_the_rest():
     from config import Config
     from model import GPTModel
@@ -271,6 +280,7 @@ def test_muon_takes_the_blocks_weight_matrices_and_adamw_the_rest():
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.1, 0.3, 0.3])
 
 
+@needs_muon
 def test_our_muon_is_torchs_with_a_choice_of_newton_schulz_precision(monkeypatch):
     from config import Config
     from model import GPTModel
@@ -311,6 +321,7 @@ def test_our_muon_is_torchs_with_a_choice_of_newton_schulz_precision(monkeypatch
         assert muon.ns_dtype == dtype
 
 
+@needs_muon  # the saved run is Muon's
 def test_resuming_with_another_optimizer_is_one_clear_line(tmp_path, monkeypatch, capsys, tiny_text_file):
     monkeypatch.chdir(tmp_path)
     assert run(train, "--data", tiny_text_file, "--max_iters", "4", "--optimizer", "adamw", *SMALL) == 0
