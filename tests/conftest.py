@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers (pytest.ini): one compute thread each
+    os.environ["OMP_NUM_THREADS"] = "1"  # ... and for the scripts the tests start as subprocesses
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 

@@ -10,7 +10,7 @@
 #   newest  the newest Python, with the newest release of every requirement
 # PyPI's Linux torch wheels bring the CUDA packages, a few GB, so this is a script to run before a
 # release, not part of every CI run. The environments are kept in $VERSIONS_DIR (default
-# /tmp/minigpt-versions) and reused; delete that folder to start afresh. BUILD_ONLY=1 only builds them.
+# /tmp/minigpt-versions) and reused until a requirements file changes. BUILD_ONLY=1 only builds them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,8 +37,9 @@ floors() {  # every "name>=version" of the requirements files, as "name==version
 }
 
 build() {  # build KIND PYTHON: a venv with the requirements, at their floors or newest
-  local kind=$1 python=$2 venv="$VERSIONS_DIR/$1"
-  if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.installed" ]; then
+  local kind=$1 python=$2 venv="$VERSIONS_DIR/$1" wanted
+  wanted=$(cat requirements*.txt | sha1sum | cut -c1-16)  # rebuilt when a requirements file changes
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.installed" 2>/dev/null)" != "$wanted" ]; then
     rm -rf "$venv"
     "$python" -m venv "$venv" || return 1
     "$venv/bin/python" -m pip install -q --upgrade pip || return 1
@@ -48,7 +49,7 @@ build() {  # build KIND PYTHON: a venv with the requirements, at their floors or
     else  # the newest releases: no machine-wide cap either
       PIP_CONSTRAINT=/dev/null "$venv/bin/python" -m pip install -q --upgrade -r requirements-dev.txt || return 1
     fi
-    touch "$venv/.installed"
+    echo "$wanted" > "$venv/.installed"
   fi
 }
 
@@ -58,7 +59,7 @@ check() {  # check KIND: the suite, then a short train + generate; one row of th
   torch_version=$("$venv/bin/python" -c 'import torch; print(torch.__version__)')
   echo "== $kind: Python $python_version, torch $torch_version" >&2
   "$venv/bin/python" -m pip list --format=freeze 2>/dev/null \
-    | grep -iE '^(torch|numpy|matplotlib|tqdm|pytest|openai|selenium|babel|fastapi|uvicorn)==' | tr '\n' ' ' >&2; echo >&2
+    | grep -iE '^(torch|numpy|matplotlib|tqdm|pytest|pytest-xdist|openai|selenium|babel|fastapi|uvicorn)==' | tr '\n' ' ' >&2; echo >&2
   "$venv/bin/python" -m pytest -q -p no:cacheprovider > "$VERSIONS_DIR/$kind-suite.log" 2>&1
   suite="$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$VERSIONS_DIR/$kind-suite.log" | tail -1 | tr -d '=' | xargs)"
   work=$(mktemp -d)
