@@ -98,11 +98,15 @@ def load_checkpoint(path, device="cpu", train_command="python3 train.py"):
                           "by train.py); pass the ckpt.pt that train.py saved").format(path=path)) from None
 
 
-def saved_model_args(cfg):
+def saved_model_args(cfg, state_dict=None):
     """The GPTModel arguments of a checkpoint's config (a dict). A field it lacks, such as qk_norm in a
-    checkpoint saved before that option existed, gets GPTModel's own default: the classic model it was."""
+    checkpoint saved before that option existed, gets GPTModel's own default: the classic model it was.
+    Whether the head has a bias is read from the weights themselves (state_dict), when given: day 4's
+    checkpoints and those saved before head_bias existed don't say."""
     defaults = inspect.signature(GPTModel).parameters
     args = {k: defaults[k].default for k in MODEL_ARGS if defaults[k].default is not inspect.Parameter.empty}
+    if state_dict is not None:
+        args["head_bias"] = "lm_head.bias" in state_dict
     args.update((k, cfg[k]) for k in MODEL_ARGS if k in cfg)
     return args
 
@@ -110,7 +114,7 @@ def saved_model_args(cfg):
 def model_from_checkpoint(ckpt, device="cpu"):
     """Rebuild (model, tokenizer) from a checkpoint dict: train.py's, or day 4's (the same format)."""
     try:
-        model = GPTModel(ckpt["vocab_size"], **saved_model_args(ckpt["config"]))
+        model = GPTModel(ckpt["vocab_size"], **saved_model_args(ckpt["config"], ckpt["model_state_dict"]))
         tokenizer = CharTokenizer.from_stoi(ckpt["tokenizer_stoi"])
         state_dict = ckpt["model_state_dict"]
     except (KeyError, TypeError, ValueError) as e:

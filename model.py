@@ -268,15 +268,17 @@ class GPTModel(nn.Module):
     position: "learned" (a trained vector per position, added to each character's; day 2) or "rope"
     (no position vectors: attention turns queries and keys by their positions, see `rotate`).
     qk_norm: normalise queries and keys before attention (CausalSelfAttention.split_heads).
+    head_bias: give the output layer a bias per character. GPT-2 and nanoGPT have none, and neither did it
+    help here (docs/results.md); checkpoints from before this option existed have one and still load.
     The defaults are the classic GPT that the tutorial builds; config.py chooses what train.py uses.
     """
 
     def __init__(self, vocab_size, *, n_embd, num_heads, n_layer, block_size, dropout=0.0, position="learned",
-                 qk_norm=False):
+                 qk_norm=False, head_bias=False):
         # The sizes are keyword-only: GPTModel(65, n_embd=128, ...) can't swap num_heads and n_layer.
         super().__init__()
         check_model_args(n_embd=n_embd, num_heads=num_heads, n_layer=n_layer, block_size=block_size, dropout=dropout,
-                         position=position, qk_norm=qk_norm)
+                         position=position, qk_norm=qk_norm, head_bias=head_bias)
         self.block_size = block_size
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
         self.position_embedding = nn.Embedding(block_size, n_embd) if position == "learned" else None
@@ -284,7 +286,7 @@ class GPTModel(nn.Module):
         self.blocks = nn.ModuleList(Block(n_embd, num_heads, dropout, position == "rope", qk_norm)
                                     for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd)
-        self.lm_head = nn.Linear(n_embd, vocab_size)
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=head_bias)
         # Weight tying: reading a character in (embedding) and writing one out (head) use the same
         # vectors, which saves vocab_size * n_embd parameters and helps small models learn faster.
         self.lm_head.weight = self.token_embedding.weight
@@ -423,7 +425,7 @@ def check_heads(n_embd, num_heads, rotary=False):
             value=n_embd // num_heads))
 
 
-def check_model_args(*, n_embd, num_heads, n_layer, block_size, dropout, position, qk_norm):
+def check_model_args(*, n_embd, num_heads, n_layer, block_size, dropout, position, qk_norm, head_bias):
     """Raise ValueError with a clear message for model settings that cannot work (config.validate asks too)."""
     if not (n_embd >= 1 and num_heads >= 1 and n_layer >= 1):
         raise ValueError(_("n_embd, num_heads and n_layer must be >= 1"))

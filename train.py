@@ -300,7 +300,7 @@ def check_resume_flags(args, resumed, last_path):
         conflicts.append(_("--seed {given} (its seed is {saved})").format(given=args.seed, saved=resumed["seed"]))
     if args.preset is not None:
         conflicts.append(_("--preset {given} (its sizes are saved)").format(given=args.preset))
-    saved_model = saved_model_args(saved_cfg)
+    saved_model = saved_model_args(saved_cfg, resumed["model_state_dict"])
     for name in MODEL_SIZE:
         given, saved = getattr(args, name), saved_model.get(name)
         if given is not None and given != saved:
@@ -314,7 +314,7 @@ def check_resume_flags(args, resumed, last_path):
 def resumed_config(args, resumed):
     """The saved config, with the hyperparameter flags given now applied on top."""
     known = {k: v for k, v in resumed["config"].items() if k in Config.__dataclass_fields__}
-    known.update(saved_model_args(resumed["config"]))  # the model it was, even where Config's default moved on
+    known.update(saved_model_args(resumed["config"], resumed["model_state_dict"]))  # the model it was, even where Config's default moved on
     given = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and v is not None}
     return apply_overrides(Config(**known), given)
 

@@ -567,3 +567,23 @@ def test_the_best_model_is_scored_on_the_whole_validation_split(tmp_path, monkey
         utils.read_text(tiny_text_file)))[1]
     assert math.isclose(utils.full_split_loss(model, val, 16, 8, "cpu"), ckpt["full_val_loss"], rel_tol=1e-5)
     assert f"{ckpt['full_val_loss']:.4f} on the whole validation split" in out
+
+
+def test_a_checkpoint_whose_head_has_a_bias_still_loads_and_resumes(tmp_path, monkeypatch, tiny_text_file):
+    # Before head_bias existed every model's output layer had a bias, and day 4's checkpoints never say: the
+    # weights themselves tell which model to build.
+    monkeypatch.chdir(tmp_path)
+    assert run(train, "--data", tiny_text_file, "--max_iters", "10", "--out_dir", "old", "--head_bias", "true",
+               *SMALL) == 0
+    for name in ("ckpt.pt", "last.pt"):
+        ckpt = torch.load(tmp_path / "old" / name, weights_only=True)
+        del ckpt["config"]["head_bias"]  # as saved before the field existed
+        torch.save(ckpt, tmp_path / "old" / name)
+    model, _ = checkpoint.load_model(tmp_path / "old" / "ckpt.pt")
+    assert model.lm_head.bias is not None
+    assert run(train, "--out_dir", "old", "--resume", "--max_iters", "12") == 0
+    resumed = torch.load(tmp_path / "old" / "last.pt", weights_only=True)
+    assert resumed["step"] == 12 and "lm_head.bias" in resumed["model_state_dict"]
+    new, _ = checkpoint.model_from_checkpoint({**ckpt, "model_state_dict": {
+        k: v for k, v in ckpt["model_state_dict"].items() if k != "lm_head.bias"}})
+    assert new.lm_head.bias is None  # the default now: no bias, as GPT-2
