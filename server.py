@@ -316,8 +316,10 @@ page_api = APIRouter(prefix="/api")
 @page_api.get("/info")
 def info(server: Server = Depends(server_of)):
     loaded = server.loaded
+    checkpoint = loaded.card["checkpoint"]
+    export = f"python3 export_hf.py --checkpoint {checkpoint} --out hf/{Path(checkpoint).parent.name}"
     return {**loaded.card, "model_id": loaded.model_id, "checkpoints": list_checkpoints(server.root),
-            "max_tokens": MAX_TOKENS}
+            "max_tokens": MAX_TOKENS, "export_command": export}
 
 
 @page_api.get("/checkpoints")

@@ -15,6 +15,7 @@ const TEXT = {
     chosen: "chosen", step_of: (i, ch) => `Step ${i}: the model chose ${ch}`,
     vocab: "Vocabulary", params: "Parameters", data: "Trained on", steps: "Steps", best: "Best val loss", full: "Val loss, whole split",
     config: "Config", qa: "Q&A model", yes: "yes", no: "no", train_loss: "train loss", val_loss: "val loss",
+    share: "Share it (Hugging Face transformers)",
     step: "step", no_history: "This checkpoint holds no training history.", no_text: "Generate or type some text first.",
   },
   zh: {
@@ -30,6 +31,7 @@ const TEXT = {
     chosen: "选中", step_of: (i, ch) => `第 ${i} 步：模型选了 ${ch}`,
     vocab: "词汇表大小", params: "参数量", data: "训练数据", steps: "训练步数", best: "最佳验证 loss", full: "整个验证集上的 loss",
     config: "配置", qa: "问答模型", yes: "是", no: "否", train_loss: "训练 loss", val_loss: "验证 loss",
+    share: "分享出去（Hugging Face transformers）",
     step: "步数", no_history: "这个检查点没有训练记录。", no_text: "请先生成或输入一些文字。",
   },
 };
@@ -268,6 +270,7 @@ function renderCard() {
     [t("full"), info.full_val_loss != null ? info.full_val_loss.toFixed(4) : "?"],
     [t("qa"), info.qa ? t("yes") : t("no")],
     [t("config"), Object.entries(info.config).map(([k, v]) => `${k} ${v}`).join(", ")],
+    [t("share"), info.export_command],
   ];
   const table = $("facts");
   table.innerHTML = "";

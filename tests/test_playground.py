@@ -294,6 +294,10 @@ def test_the_page_in_headless_chromium(page_server, tmp_path):
         assert T == min(len(prompt.get_attribute("value")) + 40, live.state.loaded.model.block_size)
         assert len(cells) == T * T
 
+        driver.find_element(By.CSS_SELECTOR, '.tab[data-tab="card"]').click()  # the model card: how to share it
+        facts = wait.until(lambda d: d.find_element(By.ID, "facts").text)
+        assert "python3 export_hf.py --checkpoint " in facts and " --out hf/" in facts
+
         driver.find_element(By.ID, "lang").click()
         assert driver.find_element(By.CSS_SELECTOR, '.tab[data-tab="generate"]').text == "生成"
         assert driver.find_element(By.ID, "lang").text == "English"

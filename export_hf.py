@@ -1,0 +1,270 @@
+"""Share your model: export a checkpoint as a Hugging Face `transformers` folder.
+
+    python3 -m pip install -r requirements-hf.txt
+    python3 export_hf.py --checkpoint out/ckpt.pt --out hf/mini-gpt
+
+The folder loads with nothing from this repo on the path:
+
+    from transformers import pipeline
+    generate = pipeline("text-generation", model="hf/mini-gpt")
+    print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
+
+It holds config.json and model.safetensors (GPT2LMHeadModel: the classic model here is GPT-2's
+architecture, so it holds the weights exactly), tokenizer.json (a character per token, the same ids
+as CharTokenizer), generation_config.json (generate.py's sampling defaults) and a model card
+README.md. Models trained with --position rope or --qk_norm true, and checkpoints whose output
+layer has a bias (from before head_bias existed), have no exact counterpart there: they are refused
+in one line.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from checkpoint import load_checkpoint, model_from_checkpoint, readable_mode
+from cli import UserError, run_main
+from config import Config, HelpFormatter
+from i18n import _
+from utils import REPO_DIR
+
+MARKER = "mini_gpt_export"  # in config.json: this folder is an export, so a re-export may replace it
+# What a model card says of the data each shipped text file comes from (data/README.md).
+DATA_LICENCES = {
+    "input.txt": "tiny Shakespeare: public-domain Shakespeare, as collected by the char-rnn project",
+    "chinese.txt": "Tang poems from the chinese-poetry open-data collection (MIT licence); the poems themselves are "
+                   "in the public domain",
+    "qa.txt": "made by prepare_qa_data.py from arithmetic and the Tang poems of data/chinese.txt (MIT licence)",
+    "code.txt": "the Python standard library's own sources (Python Software Foundation License)",
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Export a checkpoint as a Hugging Face transformers folder.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--checkpoint", default="out/ckpt.pt", help="a checkpoint written by train.py")
+    parser.add_argument("--out", default="hf/mini-gpt", help="the folder to write (an earlier export there is "
+                                                             "replaced; any other folder is refused)")
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model: GPTModel's weights under GPT2LMHeadModel's names
+
+
+def no_counterpart(model):
+    """Why GPT2LMHeadModel can't hold this model exactly, or None if it can."""
+    attn = model.blocks[0].attn
+    missing = []
+    if model.position_embedding is None:
+        missing.append(_("rotary positions (--position rope)"))
+    if attn.qk_norm:
+        missing.append(_("normalised queries and keys (--qk_norm true)"))
+    if model.lm_head.bias is not None:
+        missing.append(_("a bias in the output layer (a checkpoint from before head_bias existed)"))
+    return missing
+
+
+def gpt2_config(model, dropout):
+    """config.json for GPT2LMHeadModel with this model's sizes."""
+    n_embd = model.token_embedding.weight.shape[1]
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": model.token_embedding.weight.shape[0], "n_positions": model.block_size, "n_ctx": model.block_size,
+        "n_embd": n_embd, "n_layer": len(model.blocks), "n_head": model.blocks[0].attn.num_heads,
+        "n_inner": 4 * n_embd,
+        "activation_function": "gelu",  # nn.GELU(): the exact erf form (GPT-2's own is the tanh approximation)
+        "layer_norm_epsilon": 1e-5,  # nn.LayerNorm's default
+        "resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout,
+        "scale_attn_weights": True, "tie_word_embeddings": True, "use_cache": True, "initializer_range": 0.02,
+        "bos_token_id": None, "eos_token_id": None, "torch_dtype": "float32", MARKER: True,
+    }
+
+
+def gpt2_state_dict(model):
+    """GPTModel's weights under GPT2LMHeadModel's names. GPT-2 keeps its linear layers as Conv1D, whose weight is
+    (in, out): ours transposed. Its q/k/v projection has a bias, ours none: zeros. The head is tied to wte, so it
+    is not stored (transformers ties it again on loading)."""
+    def t(tensor):
+        return tensor.detach().t().contiguous()
+
+    weights = {"transformer.wte.weight": model.token_embedding.weight, "transformer.wpe.weight":
+               model.position_embedding.weight}
+    for i, block in enumerate(model.blocks):
+        h = f"transformer.h.{i}."
+        qkv = block.attn.qkv.weight  # (3C, C): rows of q, then k, then v; each head's rows side by side, as GPT-2's
+        weights.update({
+            h + "ln_1.weight": block.ln1.weight, h + "ln_1.bias": block.ln1.bias,
+            h + "attn.c_attn.weight": t(qkv), h + "attn.c_attn.bias": torch.zeros(qkv.shape[0]),
+            h + "attn.c_proj.weight": t(block.attn.proj.weight), h + "attn.c_proj.bias": block.attn.proj.bias,
+            h + "ln_2.weight": block.ln2.weight, h + "ln_2.bias": block.ln2.bias,
+            h + "mlp.c_fc.weight": t(block.ffwd.net[0].weight), h + "mlp.c_fc.bias": block.ffwd.net[0].bias,
+            h + "mlp.c_proj.weight": t(block.ffwd.net[2].weight), h + "mlp.c_proj.bias": block.ffwd.net[2].bias,
+        })
+    weights.update({"transformer.ln_f.weight": model.ln_f.weight, "transformer.ln_f.bias": model.ln_f.bias})
+    return {name: tensor.detach().float().contiguous().cpu() for name, tensor in weights.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The tokenizer: one character per token, CharTokenizer's ids
+
+
+def char_tokenizer_json(tokenizer):
+    """A `tokenizers` Tokenizer with CharTokenizer's vocabulary: a BPE model with no merges, so every character is
+    its own token, no normaliser or pre-tokeniser (spaces and newlines are characters like any other) and a
+    decoder that joins tokens without spaces. It has no unknown token, as CharTokenizer has none: a character
+    outside the vocabulary is dropped when encoding (CharTokenizer refuses it)."""
+    from tokenizers import Tokenizer, decoders, models
+
+    hf = Tokenizer(models.BPE(vocab=dict(tokenizer.stoi), merges=[]))
+    hf.decoder = decoders.Fuse()
+    return hf
+
+
+# ----------------------------------------------------------------------------------------------
+# The folder
+
+
+def shown_path(path):
+    """A path as the learner would type it: relative to the repo when it is inside it."""
+    path = Path(str(path)).resolve()
+    return path.relative_to(REPO_DIR).as_posix() if path.is_relative_to(REPO_DIR) else str(path)
+
+
+def model_card(ckpt, config, command):
+    data = Path(str(ckpt.get("data", "?")))
+    licence = DATA_LICENCES.get(data.name, "your own text: its licence is yours to state")
+    loss = ckpt.get("full_val_loss")
+    loss_line = f"{loss:.4f} (nats per character; {loss / math.log(2):.3f} bits)" if loss else "not measured"
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags:
+- mini-gpt
+- character-level
+- gpt2
+---
+
+# {config['n_layer']}-layer character-level GPT (Mini-GPT)
+
+A small character-level GPT trained with the Mini-GPT tutorial's `train.py` and exported with
+`export_hf.py`. It is GPT-2's architecture (`GPT2LMHeadModel`), so every tool built on `transformers` loads it;
+each token is one character.
+
+| | |
+| --- | --- |
+| training data | `{data.name}`: {licence} |
+| training steps | {ckpt.get('step', '?')} |
+| validation loss on the whole held-out split | {loss_line} |
+| parameters | {config['n_layer']} layers, {config['n_head']} heads, width {config['n_embd']}, context {config['n_positions']} characters, {config['vocab_size']} characters in the vocabulary |
+| made with | `{command}` |
+
+## Use
+
+```python
+from transformers import pipeline
+generate = pipeline("text-generation", model="path/to/this/folder")
+print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
+```
+
+The context is {config['n_positions']} characters: the model has learned no position beyond that, so a prompt plus new
+text must fit in it (`transformers` raises an error past it; Mini-GPT's own `generate.py` slides its window
+instead). A character the vocabulary lacks is dropped by the tokenizer. Sampling defaults (temperature 0.8, no
+top-k) are in `generation_config.json`.
+"""
+
+
+def training_command(ckpt):
+    """A train.py command that makes this run again: its data and every field that differs from config.py's."""
+    defaults = Config()
+    flags = [f"--{name} {str(value).lower() if isinstance(value, bool) else value}"
+             for name, value in ckpt.get("config", {}).items()
+             if hasattr(defaults, name) and getattr(defaults, name) != value]
+    parts = ["python3 train.py", f"--data {shown_path(ckpt.get('data', 'data/input.txt'))}"]
+    if ckpt.get("seed", 1337) != 1337:
+        parts.append(f"--seed {ckpt['seed']}")
+    return " ".join(parts + flags)
+
+
+def check_out_folder(out):
+    """A folder that isn't an earlier export is never overwritten."""
+    if out.exists() and not out.is_dir():
+        raise UserError(_("--out {path} is a file; give a folder name").format(path=out))
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            earlier = json.loads((out / "config.json").read_text(encoding="utf-8")).get(MARKER)
+        except (OSError, ValueError):
+            earlier = False
+        if not earlier:
+            raise UserError(_("{path} already holds files that are not an earlier export; choose another --out "
+                              "(nothing was written)").format(path=out))
+
+
+def write_folder(out, files):
+    """Write files ({name: bytes}) into a fresh folder beside out, then put it in out's place: a failed export
+    leaves no half-written folder, and an earlier export is replaced whole."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        for name, write in files.items():
+            write(fresh / name)
+            os.chmod(fresh / name, readable_mode())  # safetensors writes its file private (0600)
+        os.chmod(fresh, readable_mode() | (readable_mode() & 0o444) >> 2)  # mkdtemp's is private: an x per r, as mkdir
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            fresh.rename(out)
+            shutil.rmtree(old)
+        else:
+            fresh.rename(out)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out)
+    check_out_folder(out)
+    try:
+        from safetensors.torch import save_file
+        import tokenizers  # noqa: F401  (the tokenizer file is built with it)
+    except ImportError:
+        raise UserError(_("the export needs safetensors and tokenizers: python3 -m pip install -r "
+                          "requirements-hf.txt")) from None
+    ckpt = load_checkpoint(args.checkpoint, "cpu")
+    model, tokenizer = model_from_checkpoint(ckpt, "cpu")
+    missing = no_counterpart(model)
+    if missing:
+        raise UserError(_("{path} can't be exported exactly: GPT2LMHeadModel has no place for {what}").format(
+            path=args.checkpoint, what=_(", ").join(missing)))
+    config = gpt2_config(model, float(ckpt.get("config", {}).get("dropout", 0.0)))
+    command = training_command(ckpt)
+    generation = {"do_sample": True, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "max_new_tokens": 500}
+
+    def text(content):
+        return lambda path: path.write_text(content, encoding="utf-8")
+
+    write_folder(out, {
+        "config.json": text(json.dumps(config, indent=2) + "\n"),
+        "model.safetensors": lambda path: save_file(gpt2_state_dict(model), str(path), metadata={"format": "pt"}),
+        "tokenizer.json": lambda path: char_tokenizer_json(tokenizer).save(str(path)),
+        "tokenizer_config.json": text(json.dumps({
+            "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.block_size,
+            "clean_up_tokenization_spaces": False}, indent=2) + "\n"),  # no "hello ," -> "hello," rewriting
+        "generation_config.json": text(json.dumps(generation, indent=2) + "\n"),
+        "README.md": text(model_card(ckpt, config, command)),
+    })
+    print(_("wrote {path}: a GPT2LMHeadModel ({params:.2f}M parameters, {vocab} characters). Load it with: "
+            "pipeline(\"text-generation\", model=\"{path}\")").format(path=out, params=model.num_params() / 1e6,
+                                                                      vocab=tokenizer.vocab_size))
+
+
+if __name__ == "__main__":
+    run_main(main)
