@@ -9,12 +9,13 @@ The folder loads with nothing from this repo on the path:
     generate = pipeline("text-generation", model="hf/mini-gpt")
     print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
 
-It holds config.json and model.safetensors (GPT2LMHeadModel: the classic model here is GPT-2's
-architecture, so it holds the weights exactly), tokenizer.json (a character per token, the same ids
-as CharTokenizer), generation_config.json (generate.py's sampling defaults) and a model card
-README.md. Models trained with --position rope or --qk_norm true, and checkpoints whose output
-layer has a bias (from before head_bias existed), have no exact counterpart there: they are refused
-in one line.
+It holds config.json and model.safetensors, tokenizer.json (a character per token, the same ids as
+CharTokenizer), generation_config.json (generate.py's sampling defaults) and a model card README.md.
+The weights go into the standard architecture that holds the model exactly: GPT2LMHeadModel for the
+classic model (it is GPT-2's architecture), GPTNeoXForCausalLM for one trained with --position rope
+(rotary positions, LayerNorm, GELU, with its residuals in sequence as here). Queries and keys
+normalised by --qk_norm true, and an output layer with a bias (checkpoints from before head_bias
+existed), have no counterpart in either: such a model is refused in one line.
 """
 
 import argparse
@@ -57,12 +58,15 @@ def parse_args(argv=None):
 # The model: GPTModel's weights under GPT2LMHeadModel's names
 
 
+def architecture(model):
+    """The transformers class that holds this model exactly: rotary positions are GPT-NeoX's, the rest GPT-2's."""
+    return "GPTNeoXForCausalLM" if model.position_embedding is None else "GPT2LMHeadModel"
+
+
 def no_counterpart(model):
-    """Why GPT2LMHeadModel can't hold this model exactly, or None if it can."""
+    """What in this model neither architecture has a place for (an empty list when it can be exported)."""
     attn = model.blocks[0].attn
     missing = []
-    if model.position_embedding is None:
-        missing.append(_("rotary positions (--position rope)"))
     if attn.qk_norm:
         missing.append(_("normalised queries and keys (--qk_norm true)"))
     if model.lm_head.bias is not None:
@@ -84,6 +88,51 @@ def gpt2_config(model, dropout):
         "scale_attn_weights": True, "tie_word_embeddings": True, "use_cache": True, "initializer_range": 0.02,
         "bos_token_id": None, "eos_token_id": None, "torch_dtype": "float32", MARKER: True,
     }
+
+
+def neox_config(model, dropout):
+    """config.json for GPTNeoXForCausalLM: rotary positions on every query and key dimension, base 10000, and the
+    attention and MLP residuals in sequence (use_parallel_residual false), as this model computes them."""
+    n_embd = model.token_embedding.weight.shape[1]
+    return {
+        "architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox",
+        "vocab_size": model.token_embedding.weight.shape[0], "hidden_size": n_embd,
+        "num_hidden_layers": len(model.blocks), "num_attention_heads": model.blocks[0].attn.num_heads,
+        "intermediate_size": 4 * n_embd, "hidden_act": "gelu", "rotary_pct": 1.0, "rotary_emb_base": 10000,
+        "max_position_embeddings": model.block_size, "layer_norm_eps": 1e-5, "use_parallel_residual": False,
+        "attention_bias": True, "attention_dropout": dropout, "hidden_dropout": dropout,
+        "tie_word_embeddings": False,  # both matrices are stored, so the weights are exact however it ties
+        "use_cache": True, "initializer_range": 0.02, "bos_token_id": None, "eos_token_id": None,
+        "torch_dtype": "float32", MARKER: True,
+    }
+
+
+def neox_state_dict(model):
+    """GPTModel's weights under GPTNeoXForCausalLM's names. NeoX's fused projection holds, head by head, that
+    head's query, key and value rows ([q_h; k_h; v_h] for each h); ours holds every query row, then every key
+    row, then every value row: the same rows, reordered. Its projection has a bias, ours none: zeros."""
+    weights = {"gpt_neox.embed_in.weight": model.token_embedding.weight}
+    for i, block in enumerate(model.blocks):
+        h = f"gpt_neox.layers.{i}."
+        qkv = block.attn.qkv.weight  # (3C, C)
+        heads, size = block.attn.num_heads, qkv.shape[1] // block.attn.num_heads
+        per_head = qkv.view(3, heads, size, -1).transpose(0, 1).reshape(qkv.shape)  # (H, 3, hs, C) -> (3C, C)
+        weights.update({
+            h + "input_layernorm.weight": block.ln1.weight, h + "input_layernorm.bias": block.ln1.bias,
+            h + "attention.query_key_value.weight": per_head, h + "attention.query_key_value.bias":
+                torch.zeros(qkv.shape[0]),
+            h + "attention.dense.weight": block.attn.proj.weight, h + "attention.dense.bias": block.attn.proj.bias,
+            h + "post_attention_layernorm.weight": block.ln2.weight, h + "post_attention_layernorm.bias":
+                block.ln2.bias,
+            h + "mlp.dense_h_to_4h.weight": block.ffwd.net[0].weight, h + "mlp.dense_h_to_4h.bias":
+                block.ffwd.net[0].bias,
+            h + "mlp.dense_4h_to_h.weight": block.ffwd.net[2].weight, h + "mlp.dense_4h_to_h.bias":
+                block.ffwd.net[2].bias,
+        })
+    weights.update({"gpt_neox.final_layer_norm.weight": model.ln_f.weight,
+                    "gpt_neox.final_layer_norm.bias": model.ln_f.bias,
+                    "embed_out.weight": model.lm_head.weight.clone()})  # tied to embed_in here: a copy of it
+    return {name: tensor.detach().float().contiguous().cpu() for name, tensor in weights.items()}
 
 
 def gpt2_state_dict(model):
@@ -136,32 +185,41 @@ def shown_path(path):
     return path.relative_to(REPO_DIR).as_posix() if path.is_relative_to(REPO_DIR) else str(path)
 
 
-def model_card(ckpt, config, command):
+def model_card(ckpt, model, kind, command):
     data = Path(str(ckpt.get("data", "?")))
     licence = DATA_LICENCES.get(data.name, "your own text: its licence is yours to state")
     loss = ckpt.get("full_val_loss")
     loss_line = f"{loss:.4f} (nats per character; {loss / math.log(2):.3f} bits)" if loss else "not measured"
+    layers, heads = len(model.blocks), model.blocks[0].attn.num_heads
+    width, vocab, context = model.token_embedding.weight.shape[1], model.token_embedding.weight.shape[0], model.block_size
+    if kind == "GPT2LMHeadModel":
+        what = "GPT-2's architecture (`GPT2LMHeadModel`)"
+        past = ("the model has learned no position beyond that, so a prompt plus new text must fit in it "
+                "(`transformers` raises an error past it; Mini-GPT's own `generate.py` slides its window instead)")
+    else:
+        what = "GPT-NeoX's architecture (`GPTNeoXForCausalLM`: rotary positions, residuals in sequence)"
+        past = ("it was trained on windows that long; rotary positions let `transformers` go on past it, where the "
+                "text gets worse (Mini-GPT's own `generate.py` slides its window instead)")
     return f"""---
 library_name: transformers
 pipeline_tag: text-generation
 tags:
 - mini-gpt
 - character-level
-- gpt2
+- {"gpt2" if kind == "GPT2LMHeadModel" else "gpt_neox"}
 ---
 
-# {config['n_layer']}-layer character-level GPT (Mini-GPT)
+# {layers}-layer character-level GPT (Mini-GPT)
 
 A small character-level GPT trained with the Mini-GPT tutorial's `train.py` and exported with
-`export_hf.py`. It is GPT-2's architecture (`GPT2LMHeadModel`), so every tool built on `transformers` loads it;
-each token is one character.
+`export_hf.py`. It is {what}, so every tool built on `transformers` loads it; each token is one character.
 
 | | |
 | --- | --- |
 | training data | `{data.name}`: {licence} |
 | training steps | {ckpt.get('step', '?')} |
 | validation loss on the whole held-out split | {loss_line} |
-| parameters | {config['n_layer']} layers, {config['n_head']} heads, width {config['n_embd']}, context {config['n_positions']} characters, {config['vocab_size']} characters in the vocabulary |
+| size | {layers} layers, {heads} heads, width {width}, context {context} characters, {vocab} characters in the vocabulary, {model.num_params():,} parameters |
 | made with | `{command}` |
 
 ## Use
@@ -172,10 +230,8 @@ generate = pipeline("text-generation", model="path/to/this/folder")
 print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
 ```
 
-The context is {config['n_positions']} characters: the model has learned no position beyond that, so a prompt plus new
-text must fit in it (`transformers` raises an error past it; Mini-GPT's own `generate.py` slides its window
-instead). A character the vocabulary lacks is dropped by the tokenizer. Sampling defaults (temperature 0.8, no
-top-k) are in `generation_config.json`.
+The context is {context} characters: {past}. A character the vocabulary lacks is dropped by the tokenizer.
+Sampling defaults (temperature 0.8, no top-k) are in `generation_config.json`.
 """
 
 
@@ -241,10 +297,14 @@ def main(argv=None):
     ckpt = load_checkpoint(args.checkpoint, "cpu")
     model, tokenizer = model_from_checkpoint(ckpt, "cpu")
     missing = no_counterpart(model)
+    kind = architecture(model)
     if missing:
-        raise UserError(_("{path} can't be exported exactly: GPT2LMHeadModel has no place for {what}").format(
-            path=args.checkpoint, what=_(", ").join(missing)))
-    config = gpt2_config(model, float(ckpt.get("config", {}).get("dropout", 0.0)))
+        raise UserError(_("{path} can't be exported exactly: {kind} has no place for {what}").format(
+            path=args.checkpoint, kind=kind, what=_(", ").join(missing)))
+    dropout = float(ckpt.get("config", {}).get("dropout", 0.0))
+    rotary = kind == "GPTNeoXForCausalLM"
+    config = neox_config(model, dropout) if rotary else gpt2_config(model, dropout)
+    weights = neox_state_dict(model) if rotary else gpt2_state_dict(model)
     command = training_command(ckpt)
     generation = {"do_sample": True, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "max_new_tokens": 500}
 
@@ -253,16 +313,17 @@ def main(argv=None):
 
     write_folder(out, {
         "config.json": text(json.dumps(config, indent=2) + "\n"),
-        "model.safetensors": lambda path: save_file(gpt2_state_dict(model), str(path), metadata={"format": "pt"}),
+        "model.safetensors": lambda path: save_file(weights, str(path), metadata={"format": "pt"}),
         "tokenizer.json": lambda path: char_tokenizer_json(tokenizer).save(str(path)),
         "tokenizer_config.json": text(json.dumps({
             "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.block_size,
             "clean_up_tokenization_spaces": False}, indent=2) + "\n"),  # no "hello ," -> "hello," rewriting
         "generation_config.json": text(json.dumps(generation, indent=2) + "\n"),
-        "README.md": text(model_card(ckpt, config, command)),
+        "README.md": text(model_card(ckpt, model, kind, command)),
     })
-    print(_("wrote {path}: a GPT2LMHeadModel ({params:.2f}M parameters, {vocab} characters). Load it with: "
-            "pipeline(\"text-generation\", model=\"{path}\")").format(path=out, params=model.num_params() / 1e6,
+    print(_("wrote {path}: a {kind} ({params:.2f}M parameters, {vocab} characters). Load it with: "
+            "pipeline(\"text-generation\", model=\"{path}\")").format(path=out, kind=kind,
+                                                                      params=model.num_params() / 1e6,
                                                                       vocab=tokenizer.vocab_size))
 
 
