@@ -10,7 +10,6 @@ These machines are often shared and noisy: compare numbers from one run, and quo
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -20,7 +19,7 @@ import torch
 
 from cli import UserError, run_main
 from config import CUDA_PRESET, PRESETS, HelpFormatter, add_config_args, choose_preset, config_from_args, validate
-from device import autocast_context, get_device, resolve_precision, should_compile
+from device import autocast_context, cpu_name, get_device, resolve_precision, should_compile
 from i18n import _, ljust, width
 from model import GPTModel
 from optim import make_optimizer, train_step
@@ -44,18 +43,6 @@ def parse_args(argv=None):
                              "optimizer and precision, interleaved with this repo's model in this process")
     add_config_args(parser)
     return parser.parse_args(argv)
-
-
-def cpu_name():
-    """The processor's marketing name where the OS tells it (Linux), else the architecture."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sync(device):
