@@ -59,7 +59,7 @@ check() {  # check KIND: the suite, then a short train + generate; one row of th
   torch_version=$("$venv/bin/python" -c 'import torch; print(torch.__version__)')
   echo "== $kind: Python $python_version, torch $torch_version" >&2
   "$venv/bin/python" -m pip list --format=freeze 2>/dev/null \
-    | grep -iE '^(torch|numpy|matplotlib|tqdm|pytest|pytest-xdist|openai|selenium|babel|fastapi|uvicorn)==' | tr '\n' ' ' >&2; echo >&2
+    | grep -iE '^(torch|numpy|matplotlib|tqdm|pytest|pytest-xdist|openai|selenium|babel|fastapi|uvicorn|transformers|tokenizers|safetensors)==' | tr '\n' ' ' >&2; echo >&2
   "$venv/bin/python" -m pytest -q -p no:cacheprovider > "$VERSIONS_DIR/$kind-suite.log" 2>&1
   suite="$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$VERSIONS_DIR/$kind-suite.log" | tail -1 | tr -d '=' | xargs)"
   work=$(mktemp -d)
