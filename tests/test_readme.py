@@ -1,5 +1,6 @@
 """The READMEs can't rot: every command they show names a script that exists and flags its argparse accepts."""
 
+import re
 import shlex
 
 import pytest
@@ -27,3 +28,12 @@ def test_both_readmes_show_the_same_scripts_and_ci_runs_their_test_command():
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
     assert ci[-1] == install_and_test  # CI runs exactly the README's test command
     assert len(COMMANDS) >= 20
+
+
+def test_every_relative_link_of_every_page_resolves():
+    pages = [*REPO.glob("*.md"), *sorted((REPO / "docs").glob("**/*.md")), REPO / "data" / "README.md",
+             REPO / "locale" / "README.md"]
+    broken = [f"{page.relative_to(REPO)}: {target}" for page in pages
+              for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8"))
+              if not target.startswith(("http", "#", "mailto:")) and not (page.parent / target.split("#")[0]).exists()]
+    assert not broken
