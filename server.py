@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from cli import UserError
@@ -40,6 +41,7 @@ MAX_TOKENS = 2000  # per request
 MAX_PROMPT_CHARS = 4000
 MAX_N = 8  # completions per request
 TOP = 10  # next-character probabilities shown per step
+SEED = dict(ge=-2**63, le=2**63 - 1)  # OpenAI's seed is a 64-bit integer (torch takes it, and seed + n, from there)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,9 +141,10 @@ class Server:
         finally:
             steps.close()
 
-    def answer_pieces(self, loaded, ids, max_tokens, temperature, top_p, seed):
-        """Yield (piece of the answer, finish reason or None): text up to the blank line that ends an answer."""
-        text = StopText([END])
+    def answer_pieces(self, loaded, ids, max_tokens, temperature, top_p, seed, stops=()):
+        """Yield (piece of the answer, finish reason or None): text up to the blank line that ends an answer, or up
+        to any of the stop strings."""
+        text = StopText([END, *stops])
         for ch, _, _ in self.stream(loaded, ids, max_tokens, temperature, None, top_p, seed):
             piece = text.add(ch)
             if text.stopped:
@@ -170,10 +173,18 @@ class CompletionRequest(BaseModel):
     top_k: Optional[int] = Field(None, ge=1)
     n: int = Field(1, ge=1, le=MAX_N)
     stop: Union[str, List[str], None] = None
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, **SEED)
     stream: bool = False
+    stream_options: Optional["StreamOptions"] = None
     logprobs: Optional[int] = Field(None, ge=0, le=TOP)
     echo: bool = False
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False  # end the stream with a chunk that holds the usage, and no choices
+
+
+CompletionRequest.model_rebuild()
 
 
 class Message(BaseModel):
@@ -185,11 +196,14 @@ class ChatRequest(BaseModel):
     model: Optional[str] = None
     messages: List[Message]
     max_tokens: int = Field(60, ge=0, le=MAX_TOKENS)
+    max_completion_tokens: Optional[int] = Field(None, ge=0, le=MAX_TOKENS)  # today's name for max_tokens
     temperature: float = Field(0.0, ge=0.0, le=100.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=MAX_N)
-    seed: Optional[int] = None
+    stop: Union[str, List[str], None] = None
+    seed: Optional[int] = Field(None, **SEED)
     stream: bool = False
+    stream_options: Optional[StreamOptions] = None
 
 
 class GenerateRequest(BaseModel):  # the page's own request: also top_k, and the KV-cache switch
@@ -198,7 +212,7 @@ class GenerateRequest(BaseModel):  # the page's own request: also top_k, and the
     temperature: float = Field(0.8, ge=0.0, le=100.0)
     top_k: Optional[int] = Field(None, ge=1)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, **SEED)
     use_cache: bool = True
 
 
@@ -228,6 +242,18 @@ def sampling_args(body):
     except ValueError as e:
         raise bad_request(str(e)) from None
     return body.temperature, top_k, top_p
+
+
+def stop_strings(body):
+    """A request's `stop` (a string, a list or nothing) as a list, checked."""
+    stops = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise bad_request("stop takes up to 4 non-empty strings", "stop")
+    return stops
+
+
+def include_usage(body):
+    return body.stream_options is not None and body.stream_options.include_usage
 
 
 def encode_prompt(loaded, text, param="prompt"):
@@ -450,15 +476,14 @@ def completions(body: CompletionRequest, server: Server = Depends(server_of)):
     if not prompts or len(prompts) * body.n > MAX_N:
         raise bad_request(f"give 1 to {MAX_N} prompts x n", "prompt")
     encoded = [encode_prompt(loaded, p) for p in prompts]
-    stops = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
-    if len(stops) > 4 or any(not s for s in stops):
-        raise bad_request("stop takes up to 4 non-empty strings", "stop")
+    stops = stop_strings(body)
     head = {"id": "cmpl-" + secrets.token_hex(12), "object": "text_completion", "created": int(time.time()),
             "model": loaded.model_id}
     choices = [Choice(i * body.n + j, p, ids, None if body.seed is None else body.seed + j)
                for i, (p, ids) in enumerate(zip(prompts, encoded)) for j in range(body.n)]
     if body.stream:
-        return event_stream(stream_completion(server, loaded, body, choices, stops, sampling, head))
+        prompt_tokens = sum(map(len, encoded)) * body.n
+        return event_stream(stream_completion(server, loaded, body, choices, stops, sampling, head, prompt_tokens))
 
     out, completion_tokens = [], 0
     for choice in choices:
@@ -473,8 +498,9 @@ def completions(body: CompletionRequest, server: Server = Depends(server_of)):
     return {**head, "choices": out, "usage": usage(sum(map(len, encoded)) * body.n, completion_tokens)}
 
 
-def stream_completion(server, loaded, body, choices, stops, sampling, head):
-    """The server-sent events of a streamed completion: each choice's pieces in turn, then [DONE]."""
+def stream_completion(server, loaded, body, choices, stops, sampling, head, prompt_tokens):
+    """The server-sent events of a streamed completion: each choice's pieces in turn, the usage if asked, [DONE]."""
+    completion_tokens = 0
     for choice in choices:
         offset = len(choice.prompt)
         if body.echo:
@@ -486,6 +512,9 @@ def stream_completion(server, loaded, body, choices, stops, sampling, head):
                                                 "logprobs": logprob_block(body, entries, offset),
                                                 "finish_reason": finish}]})
             offset += len(piece)
+            completion_tokens += len(piece)
+    if include_usage(body):
+        yield sse({**head, "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
     yield "data: [DONE]\n\n"
 
 
@@ -496,6 +525,8 @@ def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
         raise bad_request("this checkpoint is not a Q&A model, so it has no chat format; use /v1/completions, "
                           "or load a model trained on data/qa.txt", "model")
     temperature, _, top_p = sampling_args(body)
+    stops = stop_strings(body)
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     questions = [m.content for m in body.messages if m.role == "user"]
     if not questions or not questions[-1].strip():
         raise bad_request("give at least one non-empty user message", "messages")
@@ -504,7 +535,7 @@ def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
     seeds = [None if body.seed is None else body.seed + j for j in range(body.n)]
 
     def answer(j):
-        return server.answer_pieces(loaded, ids, body.max_tokens, temperature, top_p, seeds[j])
+        return server.answer_pieces(loaded, ids, max_tokens, temperature, top_p, seeds[j], stops)
 
     if body.stream:
         def chunk(index, delta, finish=None):
@@ -512,12 +543,17 @@ def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
                         "choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
 
         def events():
+            completion_tokens = 0
             for j in range(body.n):
                 yield chunk(j, {"role": "assistant"})
                 for piece, finish in answer(j):
                     if piece:
+                        completion_tokens += len(piece)
                         yield chunk(j, {"content": piece})
                 yield chunk(j, {}, finish)
+            if include_usage(body):
+                yield sse({**head, "object": "chat.completion.chunk", "choices": [],
+                           "usage": usage(len(ids) * body.n, completion_tokens)})
             yield "data: [DONE]\n\n"
 
         return event_stream(events())
@@ -537,25 +573,35 @@ def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
 # The app
 
 
+def error_response(status, message, param=None, kind="invalid_request_error", code=None):
+    """OpenAI's error shape, whatever raised it: {"error": {"message", "type", "param", "code"}}."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
+                        status_code=status)
+
+
 async def invalid_request(request, exc):
     """Malformed JSON or a field out of range: OpenAI's error shape, no traceback."""
     first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":  # its location is a byte offset, not a field
+        return error_response(400, f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}")
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
     message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": where,
-                                   "code": None}}, status_code=400)
+    return error_response(400, message, where)
 
 
 async def http_error(request, exc):
-    detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail), "type": "error"}
-    return JSONResponse({"error": detail}, status_code=exc.status_code)
+    """Our own 400s (already in OpenAI's shape), and Starlette's 404, 405 and body-parsing errors."""
+    if isinstance(exc.detail, dict):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return error_response(exc.status_code, str(exc.detail), kind=kind)
 
 
 def create_app(server):
     app = FastAPI(title="Mini-GPT playground", docs_url=None, redoc_url=None)
     app.state.server = server
     app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)  # FastAPI's HTTPException is one too
 
     @app.middleware("http")
     async def require_key(request: Request, call_next):

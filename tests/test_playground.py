@@ -137,6 +137,72 @@ def test_chat_completion(client):
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == message.content
 
 
+def test_chat_takes_max_completion_tokens_and_stop(client):
+    # max_completion_tokens is the field today's SDKs document for chat (LangChain's ChatOpenAI sends it).
+    question = [{"role": "user", "content": "12+34等于多少？"}]
+    free = client.chat.completions.create(model="m", messages=question, max_tokens=40, temperature=0, seed=1)
+    text = free.choices[0].message.content
+    capped = client.chat.completions.create(model="m", messages=question, max_completion_tokens=2, temperature=0)
+    assert capped.choices[0].message.content == text[:2] and capped.usage.completion_tokens == len(text[:2])
+    if len(text) > 2:
+        assert capped.choices[0].finish_reason == "length"
+    stop = text[1]  # a character the greedy answer is sure to contain
+    cut = client.chat.completions.create(model="m", messages=question, max_tokens=40, temperature=0, stop=[stop])
+    assert cut.choices[0].message.content == text[: text.index(stop)] and cut.choices[0].finish_reason == "stop"
+
+
+def test_a_stream_ends_with_usage_when_asked(client):
+    chunks = list(client.completions.create(model="m", prompt="问：", max_tokens=5, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 5
+    assert chunks[-1].usage.prompt_tokens == 2 and all(c.usage is None for c in chunks[:-1])
+    chat = list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "1+1等于多少？"}],
+                                               max_tokens=4, stream=True, stream_options={"include_usage": True}))
+    answer = "".join(c.choices[0].delta.content or "" for c in chat[:-1])
+    assert chat[-1].choices == [] and chat[-1].usage.completion_tokens == len(answer)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"prompt": "问", "max_tokens": 2, "seed": 2**64}),
+    ("/v1/completions", {"prompt": "问", "max_tokens": 2, "seed": 2**64, "stream": True}),
+    ("/v1/completions", {"prompt": "问", "max_tokens": 2, "seed": 2**63 - 1, "n": 2}),  # seed + 1 overflows int64
+    ("/v1/completions", {"prompt": "问", "max_tokens": 2, "seed": -2**63}),
+    ("/api/generate", {"prompt": "问", "max_tokens": 2, "seed": 18446744073709551616}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "1+1等于多少？"}], "max_tokens": 2,
+                              "seed": 2**64}),
+])
+def test_any_seed_is_an_answer_or_a_400_never_a_500(live, path, body):
+    status, text = live.post(path, body)
+    if abs(body["seed"]) >= 2**63 and body["seed"] != -2**63:
+        assert status == 400, text
+        assert json.loads(text)["error"]["param"] == "seed"
+    else:
+        assert status == 200, text
+        assert len(json.loads(text)["choices"]) == body.get("n", 1)
+
+
+def test_every_error_has_openais_shape_and_status(live):
+    def error_of(status_text):
+        status, text = status_text
+        return status, json.loads(text)["error"]
+
+    request = urllib.request.Request(live.url + "/v1/nowhere")
+    try:
+        urllib.request.urlopen(request, timeout=30)
+    except urllib.error.HTTPError as e:
+        status, error = e.code, json.loads(e.read().decode())["error"]
+    assert status == 404 and set(error) == {"message", "type", "param", "code"}
+    try:
+        urllib.request.urlopen(live.url + "/v1/completions", timeout=30)  # a GET where only POST is served
+    except urllib.error.HTTPError as e:
+        status, error = e.code, json.loads(e.read().decode())["error"]
+    assert status == 405 and set(error) == {"message", "type", "param", "code"}
+    for raw in (b'{"prompt": "abc", ', b'{"prompt": "\xff\xfe"}', b"[" * 1000 + b"]" * 1000, b"\xff\xfe{}"):
+        status, error = error_of(live.post("/v1/completions", None, raw=raw))
+        assert status == 400 and set(error) == {"message", "type", "param", "code"}, raw[:20]
+        assert error["param"] is None or not str(error["param"]).isdigit()  # never a byte offset
+
+
 # ---------------------------------------------------------------- safety
 
 
