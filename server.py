@@ -40,6 +40,9 @@ STATIC = REPO_DIR / "static"
 MAX_TOKENS = 2000  # per request
 MAX_PROMPT_CHARS = 4000
 MAX_N = 8  # completions per request
+# The largest valid request is 8 prompts of 4,000 characters; escaped as JSON (a 4-byte character as a \\uXXXX pair,
+# 12 bytes) that is 384 KB. 1 MiB leaves room for the rest and refuses a 100 MB body before reading it.
+MAX_BODY_BYTES = 1 << 20
 TOP = 10  # next-character probabilities shown per step
 SEED = dict(ge=-2**63, le=2**63 - 1)  # OpenAI's seed is a 64-bit integer (torch takes it, and seed + n, from there)
 
@@ -54,11 +57,19 @@ def output_folders(root):
 
 
 def list_checkpoints(root):
-    """Every ckpt.pt under the output folders, as paths relative to root."""
+    """Every ckpt.pt under the output folders that the picker may load, as paths relative to root."""
     found = []
     for folder in output_folders(root):
-        found += [p for p in folder.rglob("ckpt.pt") if p.is_file()]
-    return sorted(p.relative_to(root).as_posix() for p in found)
+        found += [p.relative_to(root).as_posix() for p in folder.rglob("ckpt.pt") if p.is_file()]
+    return sorted(name for name in found if loadable(name, root))
+
+
+def loadable(name, root):
+    try:
+        resolve_checkpoint(name, root)
+        return True
+    except ValueError:
+        return False
 
 
 def resolve_checkpoint(name, root):
@@ -168,8 +179,8 @@ class CompletionRequest(BaseModel):
     model: Optional[str] = None
     prompt: Union[str, List[str]] = "\n"
     max_tokens: int = Field(16, ge=0, le=MAX_TOKENS)
-    temperature: float = Field(1.0, ge=0.0, le=100.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     top_k: Optional[int] = Field(None, ge=1)
     n: int = Field(1, ge=1, le=MAX_N)
     stop: Union[str, List[str], None] = None
@@ -197,8 +208,8 @@ class ChatRequest(BaseModel):
     messages: List[Message]
     max_tokens: int = Field(60, ge=0, le=MAX_TOKENS)
     max_completion_tokens: Optional[int] = Field(None, ge=0, le=MAX_TOKENS)  # today's name for max_tokens
-    temperature: float = Field(0.0, ge=0.0, le=100.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(0.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     n: int = Field(1, ge=1, le=MAX_N)
     stop: Union[str, List[str], None] = None
     seed: Optional[int] = Field(None, **SEED)
@@ -209,9 +220,9 @@ class ChatRequest(BaseModel):
 class GenerateRequest(BaseModel):  # the page's own request: also top_k, and the KV-cache switch
     prompt: str = "\n"
     max_tokens: int = Field(200, ge=1, le=MAX_TOKENS)
-    temperature: float = Field(0.8, ge=0.0, le=100.0)
+    temperature: float = Field(0.8, ge=0.0, le=100.0, allow_inf_nan=False)
     top_k: Optional[int] = Field(None, ge=1)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     seed: Optional[int] = Field(None, **SEED)
     use_cache: bool = True
 
@@ -249,6 +260,8 @@ def stop_strings(body):
     stops = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
     if len(stops) > 4 or any(not s for s in stops):
         raise bad_request("stop takes up to 4 non-empty strings", "stop")
+    if any(len(s) > MAX_TOKENS for s in stops):  # longer than any answer: it could never match
+        raise bad_request(f"a stop string has at most {MAX_TOKENS:,} characters", "stop")
     return stops
 
 
@@ -256,11 +269,18 @@ def include_usage(body):
     return body.stream_options is not None and body.stream_options.include_usage
 
 
-def encode_prompt(loaded, text, param="prompt"):
+def check_length(text, param="prompt"):
     if len(text) > MAX_PROMPT_CHARS:
-        raise bad_request(f"the prompt has {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} are allowed", param)
+        raise bad_request(f"the {param} has {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} are allowed", param)
     if not text:
-        raise bad_request("the prompt is empty; give at least one character", param)
+        raise bad_request(f"the {param} is empty; give at least one character", param)
+
+
+def encode_prompt(loaded, text, param="prompt", checked=False):
+    """The ids of text, or a 400 naming what is wrong: too long, empty, or characters the model never saw.
+    checked: the length was already checked (a question, before the template around it)."""
+    if not checked:
+        check_length(text, param)
     unknown = sorted(set(text) - set(loaded.tokenizer.stoi))
     if unknown:
         raise bad_request(f"the model has never seen these characters: {' '.join(map(repr, unknown[:20]))}"
@@ -360,8 +380,10 @@ def load_checkpoint_route(body: LoadRequest, server: Server = Depends(server_of)
         with server.load_lock:
             server.loaded = load(path, server.device)
             server.loaded.card["checkpoint"] = body.path
-    except (ValueError, UserError) as e:
+    except ValueError as e:
         raise bad_request(str(e), "path") from None
+    except UserError as e:  # it names the file by its full path: show the name the page gave instead
+        raise bad_request(str(e).replace(str(path), body.path), "path") from None
     return info(server)
 
 
@@ -530,7 +552,8 @@ def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
     questions = [m.content for m in body.messages if m.role == "user"]
     if not questions or not questions[-1].strip():
         raise bad_request("give at least one non-empty user message", "messages")
-    ids = encode_prompt(loaded, qa_prompt(questions[-1].strip()), "messages")
+    check_length(questions[-1].strip(), "messages")  # the question's length, not the template's around it
+    ids = encode_prompt(loaded, qa_prompt(questions[-1].strip()), "messages", checked=True)
     head = {"id": "chatcmpl-" + secrets.token_hex(12), "created": int(time.time()), "model": loaded.model_id}
     seeds = [None if body.seed is None else body.seed + j for j in range(body.n)]
 
@@ -563,8 +586,8 @@ def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
         pieces = list(answer(j))
         text = "".join(piece for piece, _ in pieces)
         completion_tokens += len(text)
-        choices.append({"index": j, "message": {"role": "assistant", "content": text},
-                        "finish_reason": pieces[-1][1]})
+        choices.append({"index": j, "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": None, "finish_reason": pieces[-1][1]})
     return {**head, "object": "chat.completion", "choices": choices,
             "usage": usage(len(ids) * body.n, completion_tokens)}
 
@@ -604,6 +627,14 @@ def create_app(server):
     app.add_exception_handler(StarletteHTTPException, http_error)  # FastAPI's HTTPException is one too
 
     @app.middleware("http")
+    async def only_json(request: Request, call_next):
+        """A POST body is read as JSON only when it says it is (or says nothing, as curl -d without -H)."""
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if request.method == "POST" and kind != "application/json":
+            return error_response(415, f"the body is {kind}; send JSON with Content-Type: application/json")
+        return await call_next(request)
+
+    @app.middleware("http")
     async def require_key(request: Request, call_next):
         if server.api_key and request.url.path.startswith(("/v1/", "/api/")):
             if request.headers.get("authorization", "") != f"Bearer {server.api_key}":
@@ -619,4 +650,45 @@ def create_app(server):
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(page_api)
     app.include_router(openai_api)
-    return app
+    return BodyLimit(app)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over MAX_BODY_BYTES is a 413, before it is read (Content-Length) or as soon as
+    it passes the limit (a chunked body), so a huge body costs neither time nor memory."""
+
+    def __init__(self, app):
+        self.app = app
+        self.state = app.state  # tests and tools reach the Server through app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        too_large = error_response(413, f"the request body is over {MAX_BODY_BYTES:,} bytes, more than any valid "
+                                        "request needs")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            return await too_large(scope, receive, send)
+        seen, over = 0, False
+
+        async def counted():  # the body as the app reads it: cut off once it passes the limit
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request" and not over:
+                seen += len(message.get("body", b""))
+                if seen > MAX_BODY_BYTES:
+                    over = True
+                    drained = seen
+                    while message.get("more_body") and drained < 16 * MAX_BODY_BYTES:  # read the rest, keep none,
+                        message = await receive()  # so the client can finish sending and read the 413
+                        drained += len(message.get("body", b""))
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def answered(message):  # the app's answer, or the 413 in its place
+            if not over:
+                return await send(message)
+            if message["type"] == "http.response.start":
+                await too_large(scope, receive, send)
+
+        await self.app(scope, counted, answered)

@@ -239,6 +239,77 @@ def test_the_picker_loads_only_ckpt_files_under_the_output_folders(live, path):
         assert json.load(response)["checkpoints"] == ["out-qa/ckpt.pt"]
 
 
+def test_a_body_larger_than_any_valid_request_is_a_413(live):
+    padding = "x" * (2 << 20)  # 2 MB in a field the API ignores
+    status, text = live.post("/v1/completions", {"prompt": "问", "max_tokens": 1, "ignored": padding})
+    assert status == 413 and json.loads(text)["error"]["type"] == "invalid_request_error"
+    chunked = urllib.request.Request(live.url + "/v1/completions", method="POST",  # no Content-Length to trust
+                                     data=iter([b'{"prompt": "', b"x" * (2 << 20), b'"}']),
+                                     headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    try:
+        urllib.request.urlopen(chunked, timeout=60)
+        status = 200
+    except urllib.error.HTTPError as e:
+        status = e.code
+    assert status == 413
+    # The largest valid request still fits: 8 prompts of 4,000 characters, each a 4-byte emoji escaped as \\uXXXX pairs.
+    status, text = live.post("/v1/completions", {"prompt": ["🙂" * 4000] * 8, "max_tokens": 1})
+    assert status == 400 and "never seen" in json.loads(text)["error"]["message"]  # read and answered, not refused
+
+
+@pytest.mark.parametrize("body, phrase, param", [
+    ({"prompt": "问", "temperature": float("nan")}, "finite", "temperature"),
+    ({"prompt": "问", "stop": "问" * 3000}, "stop", "stop"),  # longer than any answer (a 1M one is over the body limit)
+])
+def test_nonsense_values_are_named_for_what_they_are(live, body, phrase, param):
+    status, text = live.post("/v1/completions", None, raw=json.dumps(body).encode())  # json.dumps writes NaN
+    error = json.loads(text)["error"]
+    assert status == 400 and phrase in error["message"] and error["param"] == param, text
+
+
+def test_chat_counts_the_question_not_its_template_and_has_the_nullable_fields(live, client):
+    question = "1" * 4000  # the longest question allowed: the 问：/答： around it doesn't count
+    status, text = live.post("/v1/chat/completions", {"messages": [{"role": "user", "content": question}],
+                                                      "max_tokens": 1})
+    assert status == 200, text
+    choice = json.loads(text)["choices"][0]
+    assert choice["logprobs"] is None and choice["message"]["refusal"] is None  # the SDKs' types have both
+    status, text = live.post("/v1/chat/completions", {"messages": [{"role": "user", "content": question + "1"}]})
+    assert status == 400 and "4,000" in json.loads(text)["error"]["message"]
+
+
+def test_only_json_bodies_are_read(live):
+    status, text = live.post("/v1/completions", {"prompt": "问", "max_tokens": 1},
+                             headers={"Content-Type": "application/vnd.x+json"})
+    assert status == 415 and "application/json" in json.loads(text)["error"]["message"]
+    status, _ = live.post("/v1/completions", {"prompt": "问", "max_tokens": 1},
+                          headers={"Content-Type": "application/json; charset=utf-8"})
+    assert status == 200
+
+
+def test_the_picker_lists_only_what_it_loads_and_never_shows_a_full_path(live, root, tmp_path):
+    outside = tmp_path / "ckpt.pt"
+    outside.write_bytes(b"not a checkpoint")
+    (root / "out-link").mkdir(exist_ok=True)
+    link = root / "out-link" / "ckpt.pt"
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside)  # a ckpt.pt inside an output folder that leads outside it
+    (root / "out-junk").mkdir(exist_ok=True)
+    (root / "out-junk" / "ckpt.pt").write_bytes(b"junk")
+    try:
+        with urllib.request.urlopen(live.url + "/api/checkpoints") as response:
+            listed = json.load(response)["checkpoints"]
+        assert "out-link/ckpt.pt" not in listed and "out-junk/ckpt.pt" in listed
+        status, text = live.post("/api/load", {"path": "out-junk/ckpt.pt"})
+        message = json.loads(text)["error"]["message"]
+        assert status == 400 and "out-junk/ckpt.pt" in message and str(root) not in message
+    finally:
+        link.unlink()
+        (root / "out-junk" / "ckpt.pt").unlink()
+        (root / "out-link").rmdir()
+        (root / "out-junk").rmdir()
+
+
 def test_twenty_concurrent_requests_all_complete(client):
     def ask(i):
         return client.completions.create(model="m", prompt="问：", max_tokens=8, temperature=1.0, seed=i)
