@@ -481,6 +481,24 @@ def completion_pieces(server, loaded, body, choice, stops, sampling):
     yield text.rest(), pending, "length"
 
 
+def prompt_entries(server, loaded, ids, top):
+    """One logprob entry per prompt token, as echo + logprobs returns them: the first token has nothing before it
+    (None, as OpenAI gives); every other is scored from the tokens before it in its window of block_size, the
+    windows train.py's whole-split evaluation uses, so a text's mean -logprob is the model's loss on it."""
+    itos, block = loaded.tokenizer.itos, loaded.model.block_size
+    entries = [(itos[ids[0]], None, None)]
+    x, y = torch.tensor(ids[:-1], device=server.device), torch.tensor(ids[1:], device=server.device)
+    for start in range(0, len(y), block):
+        with server.step_lock, torch.no_grad():
+            logits, _ = loaded.model(x[None, start:start + block])
+        logp = torch.log_softmax(logits[0].float(), dim=-1)  # (T, V)
+        best = logp.topk(min(max(top, 1), logp.shape[-1]), dim=-1)
+        for t, target in enumerate(y[start:start + block].tolist()):
+            entries.append((itos[target], logp[t, target].item(),
+                            {itos[i]: v for v, i in zip(best.values[t].tolist(), best.indices[t].tolist())}))
+    return entries
+
+
 def logprob_block(body, entries, offset):
     """OpenAI's `logprobs` of a completion choice for these entries, whose text starts at `offset`."""
     if body.logprobs is None:
@@ -515,8 +533,11 @@ def completions(body: CompletionRequest, server: Server = Depends(server_of)):
             entries += more
         text = "".join(pieces)
         completion_tokens += len(text)
+        offset = len(choice.prompt)
+        if body.echo and body.logprobs is not None:  # the prompt's tokens too: a text scored through the API
+            entries, offset = prompt_entries(server, loaded, choice.ids, body.logprobs) + entries, 0
         out.append({"text": (choice.prompt if body.echo else "") + text, "index": choice.index,
-                    "logprobs": logprob_block(body, entries, len(choice.prompt)), "finish_reason": finish})
+                    "logprobs": logprob_block(body, entries, offset), "finish_reason": finish})
     return {**head, "choices": out, "usage": usage(sum(map(len, encoded)) * body.n, completion_tokens)}
 
 
@@ -526,8 +547,9 @@ def stream_completion(server, loaded, body, choices, stops, sampling, head, prom
     for choice in choices:
         offset = len(choice.prompt)
         if body.echo:
-            yield sse({**head, "choices": [{"text": choice.prompt, "index": choice.index, "logprobs": None,
-                                            "finish_reason": None}]})
+            scored = prompt_entries(server, loaded, choice.ids, body.logprobs) if body.logprobs is not None else []
+            yield sse({**head, "choices": [{"text": choice.prompt, "index": choice.index,
+                                            "logprobs": logprob_block(body, scored, 0), "finish_reason": None}]})
         for piece, entries, finish in completion_pieces(server, loaded, body, choice, stops, sampling):
             if piece or finish:
                 yield sse({**head, "choices": [{"text": piece, "index": choice.index,

@@ -11,6 +11,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 fastapi = pytest.importorskip("fastapi", reason="the playground's extras: pip install -r requirements-web.txt")
 openai = pytest.importorskip("openai")
@@ -20,7 +21,9 @@ import playground  # noqa: E402
 import prepare_qa_data  # noqa: E402
 import server as playground_server  # noqa: E402
 import train  # noqa: E402
+from checkpoint import load_model  # noqa: E402
 from conftest import REPO, free_port, run  # noqa: E402
+from utils import full_split_loss  # noqa: E402
 
 TOY = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "32", "--batch_size", "16",
        "--eval_iters", "2", "--learning_rate", "3e-3", "--time_budget", "0", "--sample_tokens", "0", "--device", "cpu"]
@@ -135,6 +138,28 @@ def test_chat_completion(client):
     streamed = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "12+34等于多少？"}],
                                               max_tokens=10, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == message.content
+
+
+def test_echo_with_logprobs_scores_a_text_as_the_model_does(client, root):
+    # How evaluation harnesses use a completions endpoint: echo a text with max_tokens 0 and read its logprobs.
+    model, tokenizer = load_model(root / "out-qa" / "ckpt.pt")
+    text = (root / "qa.txt").read_text(encoding="utf-8")
+    passage = text[-(2 * model.block_size + 1):]  # two whole windows: the whole-split evaluation scores the same
+    result = client.completions.create(model="m", prompt=passage, max_tokens=0, echo=True, logprobs=2)
+    choice = result.choices[0]
+    lp = choice.logprobs
+    assert choice.text == passage and "".join(lp.tokens) == passage and lp.text_offset == list(range(len(passage)))
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None  # nothing comes before the first token
+    mean_nll = -sum(lp.token_logprobs[1:]) / (len(passage) - 1)
+    ids = torch.tensor(tokenizer.encode(passage))
+    assert mean_nll == pytest.approx(full_split_loss(model, ids, model.block_size, 8, "cpu"), abs=1e-5)
+    with_more = client.completions.create(model="m", prompt="问：", max_tokens=3, echo=True, logprobs=1,
+                                          temperature=0)
+    lp = with_more.choices[0].logprobs
+    assert "".join(lp.tokens) == with_more.choices[0].text and len(lp.tokens) == 2 + 3
+    streamed = list(client.completions.create(model="m", prompt="问：", max_tokens=3, echo=True, logprobs=1,
+                                              temperature=0, stream=True))
+    assert streamed[0].choices[0].logprobs.tokens == ["问", "："]
 
 
 def test_chat_takes_max_completion_tokens_and_stop(client):
