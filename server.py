@@ -130,33 +130,45 @@ class Server:
         self.loaded, self.device, self.api_key, self.root = loaded, device, api_key, Path(root)
         self.step_lock = threading.Lock()
         self.load_lock = threading.Lock()
-        self.tokens_generated = 0  # for tests and curiosity: a stream that stops must stop this
+        # For tests and curiosity: tokens made so far and generations under way, and a condition notified when
+        # either changes, so a test can wait for an event instead of sleeping.
+        self.tokens_generated, self.active = 0, 0
+        self.changed = threading.Condition()
 
-    def stream(self, loaded, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache=True):
-        """Yield (character, token id, logits (V,)) one step at a time, for one prompt."""
+    def count(self, tokens=0, active=0):
+        with self.changed:
+            self.tokens_generated += tokens
+            self.active += active
+            self.changed.notify_all()
+
+    def stream(self, loaded, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache=True, cancelled=None):
+        """Yield (character, token id, logits (V,)) one step at a time, for one prompt.
+        cancelled: a threading.Event; once set (the client has gone), no further token is computed."""
         generator = torch.Generator(device="cpu")
         generator.manual_seed(seed if seed is not None else secrets.randbits(32))
         idx = torch.tensor([ids], device=self.device)
         steps = loaded.model.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache=use_cache,
                                              generator=generator, with_logits=True)
+        self.count(active=1)
         try:
-            while True:
+            while cancelled is None or not cancelled.is_set():
                 with self.step_lock:
                     try:
                         token, logits = next(steps)
                     except StopIteration:
                         return
-                self.tokens_generated += 1
+                self.count(tokens=1)
                 token_id = token[0, 0].item()
                 yield loaded.tokenizer.itos[token_id], token_id, logits[0]
         finally:
             steps.close()
+            self.count(active=-1)
 
-    def answer_pieces(self, loaded, ids, max_tokens, temperature, top_p, seed, stops=()):
+    def answer_pieces(self, loaded, ids, max_tokens, temperature, top_p, seed, stops=(), cancelled=None):
         """Yield (piece of the answer, finish reason or None): text up to the blank line that ends an answer, or up
         to any of the stop strings."""
         text = StopText([END, *stops])
-        for ch, _, _ in self.stream(loaded, ids, max_tokens, temperature, None, top_p, seed):
+        for ch, _, _ in self.stream(loaded, ids, max_tokens, temperature, None, top_p, seed, cancelled=cancelled):
             piece = text.add(ch)
             if text.stopped:
                 yield piece, "stop"
@@ -339,6 +351,23 @@ async def threaded(events):
         stop.set()
 
 
+async def unless_gone(request, work):
+    """Run the blocking work(cancelled) in a worker thread and return what it returns; if the client goes away
+    first, set `cancelled`, so the generation stops before its next token, and answer nothing."""
+    cancelled = threading.Event()
+    job = asyncio.get_running_loop().run_in_executor(None, work, cancelled)
+    try:
+        while True:
+            done, _ = await asyncio.wait({job}, timeout=0.05)
+            if done:
+                return job.result()
+            if await request.is_disconnected():
+                cancelled.set()
+                return JSONResponse({}, status_code=499)  # nobody reads it: the client has gone
+    finally:
+        cancelled.set()  # whatever ended this (a cancelled request too), the worker stops
+
+
 def sse(payload):
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
@@ -461,12 +490,12 @@ class Choice:
     seed: Optional[int]
 
 
-def completion_pieces(server, loaded, body, choice, stops, sampling):
+def completion_pieces(server, loaded, body, choice, stops, sampling, cancelled=None):
     """Yield (text piece, its logprob entries, finish_reason or None) for one choice of a completion."""
     temperature, top_k, top_p = sampling
     text, pending = StopText(stops), []  # pending: one logprob entry per character not yet sent
     for ch, token_id, logits in server.stream(loaded, choice.ids, body.max_tokens, temperature, top_k, top_p,
-                                              choice.seed):
+                                              choice.seed, cancelled=cancelled):
         if body.logprobs is not None:
             logp = torch.log_softmax(logits.float(), dim=-1)
             top = logp.topk(min(max(body.logprobs, 1), logp.numel()))
@@ -509,7 +538,7 @@ def logprob_block(body, entries, offset):
 
 
 @openai_api.post("/completions")
-def completions(body: CompletionRequest, server: Server = Depends(server_of)):
+async def completions(body: CompletionRequest, request: Request, server: Server = Depends(server_of)):
     loaded = server.loaded
     sampling = sampling_args(body)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
@@ -525,20 +554,23 @@ def completions(body: CompletionRequest, server: Server = Depends(server_of)):
         prompt_tokens = sum(map(len, encoded)) * body.n
         return event_stream(stream_completion(server, loaded, body, choices, stops, sampling, head, prompt_tokens))
 
-    out, completion_tokens = [], 0
-    for choice in choices:
-        pieces, entries, finish = [], [], None
-        for piece, more, finish in completion_pieces(server, loaded, body, choice, stops, sampling):
-            pieces.append(piece)
-            entries += more
-        text = "".join(pieces)
-        completion_tokens += len(text)
-        offset = len(choice.prompt)
-        if body.echo and body.logprobs is not None:  # the prompt's tokens too: a text scored through the API
-            entries, offset = prompt_entries(server, loaded, choice.ids, body.logprobs) + entries, 0
-        out.append({"text": (choice.prompt if body.echo else "") + text, "index": choice.index,
-                    "logprobs": logprob_block(body, entries, offset), "finish_reason": finish})
-    return {**head, "choices": out, "usage": usage(sum(map(len, encoded)) * body.n, completion_tokens)}
+    def work(cancelled):
+        out, completion_tokens = [], 0
+        for choice in choices:
+            pieces, entries, finish = [], [], None
+            for piece, more, finish in completion_pieces(server, loaded, body, choice, stops, sampling, cancelled):
+                pieces.append(piece)
+                entries += more
+            text = "".join(pieces)
+            completion_tokens += len(text)
+            offset = len(choice.prompt)
+            if body.echo and body.logprobs is not None:  # the prompt's tokens too: a text scored through the API
+                entries, offset = prompt_entries(server, loaded, choice.ids, body.logprobs) + entries, 0
+            out.append({"text": (choice.prompt if body.echo else "") + text, "index": choice.index,
+                        "logprobs": logprob_block(body, entries, offset), "finish_reason": finish})
+        return {**head, "choices": out, "usage": usage(sum(map(len, encoded)) * body.n, completion_tokens)}
+
+    return await unless_gone(request, work)
 
 
 def stream_completion(server, loaded, body, choices, stops, sampling, head, prompt_tokens):
@@ -563,7 +595,7 @@ def stream_completion(server, loaded, body, choices, stops, sampling, head, prom
 
 
 @openai_api.post("/chat/completions")
-def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
+async def chat_completions(body: ChatRequest, request: Request, server: Server = Depends(server_of)):
     loaded = server.loaded
     if not loaded.is_qa:
         raise bad_request("this checkpoint is not a Q&A model, so it has no chat format; use /v1/completions, "
@@ -579,8 +611,8 @@ def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
     head = {"id": "chatcmpl-" + secrets.token_hex(12), "created": int(time.time()), "model": loaded.model_id}
     seeds = [None if body.seed is None else body.seed + j for j in range(body.n)]
 
-    def answer(j):
-        return server.answer_pieces(loaded, ids, max_tokens, temperature, top_p, seeds[j], stops)
+    def answer(j, cancelled=None):
+        return server.answer_pieces(loaded, ids, max_tokens, temperature, top_p, seeds[j], stops, cancelled)
 
     if body.stream:
         def chunk(index, delta, finish=None):
@@ -603,15 +635,18 @@ def chat_completions(body: ChatRequest, server: Server = Depends(server_of)):
 
         return event_stream(events())
 
-    choices, completion_tokens = [], 0
-    for j in range(body.n):
-        pieces = list(answer(j))
-        text = "".join(piece for piece, _ in pieces)
-        completion_tokens += len(text)
-        choices.append({"index": j, "message": {"role": "assistant", "content": text, "refusal": None},
-                        "logprobs": None, "finish_reason": pieces[-1][1]})
-    return {**head, "object": "chat.completion", "choices": choices,
-            "usage": usage(len(ids) * body.n, completion_tokens)}
+    def work(cancelled):
+        choices, completion_tokens = [], 0
+        for j in range(body.n):
+            pieces = list(answer(j, cancelled))
+            text = "".join(piece for piece, _ in pieces)
+            completion_tokens += len(text)
+            choices.append({"index": j, "message": {"role": "assistant", "content": text, "refusal": None},
+                            "logprobs": None, "finish_reason": pieces[-1][1]})
+        return {**head, "object": "chat.completion", "choices": choices,
+                "usage": usage(len(ids) * body.n, completion_tokens)}
+
+    return await unless_gone(request, work)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -648,23 +683,6 @@ def create_app(server):
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)  # FastAPI's HTTPException is one too
 
-    @app.middleware("http")
-    async def only_json(request: Request, call_next):
-        """A POST body is read as JSON only when it says it is (or says nothing, as curl -d without -H)."""
-        kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        if request.method == "POST" and kind != "application/json":
-            return error_response(415, f"the body is {kind}; send JSON with Content-Type: application/json")
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def require_key(request: Request, call_next):
-        if server.api_key and request.url.path.startswith(("/v1/", "/api/")):
-            if request.headers.get("authorization", "") != f"Bearer {server.api_key}":
-                return JSONResponse({"error": {"message": "a valid API key is required: Authorization: Bearer <key>",
-                                               "type": "authentication_error", "code": "invalid_api_key"}},
-                                    status_code=401)
-        return await call_next(request)
-
     @app.get("/", include_in_schema=False)
     def page():
         return FileResponse(STATIC / "index.html")
@@ -672,21 +690,35 @@ def create_app(server):
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(page_api)
     app.include_router(openai_api)
-    return BodyLimit(app)
+    return Gate(app, server.api_key)
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over MAX_BODY_BYTES is a 413, before it is read (Content-Length) or as soon as
-    it passes the limit (a chunked body), so a huge body costs neither time nor memory."""
+class Gate:
+    """What every request passes before the app sees it (plain ASGI: Starlette's middleware classes would hide a
+    client's disconnect from the handlers):
+      - the API key, when the server has one (401);
+      - a POST body is JSON (415): application/json, or no type at all, as curl -d without -H sends;
+      - a body over MAX_BODY_BYTES is a 413, before it is read (Content-Length) or as soon as it passes the limit
+        (a chunked body), so a huge body costs neither time nor memory."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, api_key=None):
+        self.app, self.api_key = app, api_key
         self.state = app.state  # tests and tools reach the Server through app.state
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        headers = dict(scope.get("headers", []))
+        if self.api_key and scope["path"].startswith(("/v1/", "/api/")):
+            if headers.get(b"authorization", b"").decode("latin-1") != f"Bearer {self.api_key}":
+                refused = error_response(401, "a valid API key is required: Authorization: Bearer <key>",
+                                         kind="authentication_error", code="invalid_api_key")
+                return await refused(scope, receive, send)
+        kind = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
+        if scope["method"] == "POST" and kind != "application/json":
+            refused = error_response(415, f"the body is {kind}; send JSON with Content-Type: application/json")
+            return await refused(scope, receive, send)
+        length = headers.get(b"content-length", b"0")
         too_large = error_response(413, f"the request body is over {MAX_BODY_BYTES:,} bytes, more than any valid "
                                         "request needs")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
