@@ -4,6 +4,7 @@ limits, and the page in a real headless Chromium."""
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 import urllib.error
@@ -160,6 +161,36 @@ def test_echo_with_logprobs_scores_a_text_as_the_model_does(client, root):
     streamed = list(client.completions.create(model="m", prompt="问：", max_tokens=3, echo=True, logprobs=1,
                                               temperature=0, stream=True))
     assert streamed[0].choices[0].logprobs.tokens == ["问", "："]
+
+
+NODE_CLIENT = REPO / "tests" / "node"
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not (NODE_CLIENT / "node_modules" / "openai").is_dir(),
+                    reason="the Node SDK test needs node and `npm ci` in tests/node (.ci/run does both)")
+def test_the_official_node_sdk_drives_the_api(live, client, root):
+    # A client this code doesn't control: completions, a stream with its usage, chat with max_completion_tokens and
+    # stop, scoring a text with echo + logprobs, and an error, each as a JavaScript user would call it.
+    model, tokenizer = load_model(root / "out-qa" / "ckpt.pt")
+    passage = (root / "qa.txt").read_text(encoding="utf-8")[-(model.block_size + 1):]
+    result = subprocess.run(["node", str(NODE_CLIENT / "client.mjs"), live.url + "/v1", passage],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    same = client.completions.create(model="m", prompt="问：", max_tokens=8, temperature=0)  # the Python client's
+    assert out["completion"]["text"] == same.choices[0].text and out["completion"]["usage"]["completion_tokens"] == 8
+    assert out["stream"]["text"] == same.choices[0].text and out["stream"]["usage"]["completion_tokens"] == 8
+    answer = out["chat"]["answer"]
+    assert out["chat"]["capped"] == answer[:2]
+    if len(answer) > 1:
+        assert out["chat"]["stopped"] == answer[: answer.index(answer[1])] and out["chat"]["stop_finish"] == "stop"
+    score = out["score"]
+    assert "".join(score["tokens"]) == passage and score["token_logprobs"][0] is None
+    ids = torch.tensor(tokenizer.encode(passage))
+    assert -sum(score["token_logprobs"][1:]) / (len(passage) - 1) == pytest.approx(
+        full_split_loss(model, ids, model.block_size, 8, "cpu"), abs=1e-5)
+    assert out["error"]["status"] == 400 and out["error"]["param"] == "temperature"
+    assert out["error"]["type"] == "invalid_request_error"
 
 
 def test_chat_takes_max_completion_tokens_and_stop(client):
