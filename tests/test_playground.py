@@ -106,6 +106,13 @@ def test_models_and_a_completion(client, live):
     assert result.choices[0].finish_reason == "length" and result.usage.completion_tokens == 12
 
 
+def test_the_python_client_raises_openais_error_for_a_bad_value(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="m", prompt="问", temperature=-1)
+    assert caught.value.status_code == 400 and caught.value.body["param"] == "temperature"
+    assert "temperature" in caught.value.body["message"] and caught.value.body["type"] == "invalid_request_error"
+
+
 def test_streamed_chunks_join_to_the_same_text_under_the_same_seed(client):
     whole = client.completions.create(model="m", prompt="问：1", max_tokens=30, temperature=1.0, seed=7)
     chunks = client.completions.create(model="m", prompt="问：1", max_tokens=30, temperature=1.0, seed=7, stream=True)
