@@ -693,6 +693,16 @@ def create_app(server):
     return Gate(app, server.api_key)
 
 
+async def drain(receive, seen=0):
+    """Read the rest of a refused body, keeping none of it, up to 16 times the limit (a client sending more than
+    that is cut off)."""
+    while seen < 16 * MAX_BODY_BYTES:
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+
+
 class Gate:
     """What every request passes before the app sees it (plain ASGI: Starlette's middleware classes would hide a
     client's disconnect from the handlers):
@@ -722,6 +732,7 @@ class Gate:
         too_large = error_response(413, f"the request body is over {MAX_BODY_BYTES:,} bytes, more than any valid "
                                         "request needs")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            await drain(receive)  # so the client can finish sending and read the answer, not a broken pipe
             return await too_large(scope, receive, send)
         seen, over = 0, False
 
@@ -732,10 +743,8 @@ class Gate:
                 seen += len(message.get("body", b""))
                 if seen > MAX_BODY_BYTES:
                     over = True
-                    drained = seen
-                    while message.get("more_body") and drained < 16 * MAX_BODY_BYTES:  # read the rest, keep none,
-                        message = await receive()  # so the client can finish sending and read the 413
-                        drained += len(message.get("body", b""))
+                    if message.get("more_body"):
+                        await drain(receive, seen)
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
