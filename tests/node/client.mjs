@@ -27,8 +27,8 @@ const capped = await client.chat.completions.create({ model: "m", messages: ques
 const answer = free.choices[0].message.content;
 const stopped = await client.chat.completions.create({ model: "m", messages: question, max_tokens: 40,
                                                        temperature: 0, stop: [answer[1] ?? "\n"] });
-out.chat = { answer, capped: capped.choices[0].message.content, stopped: stopped.choices[0].message.content,
-             stop_finish: stopped.choices[0].finish_reason };
+out.chat = { answer, free_finish: free.choices[0].finish_reason, capped: capped.choices[0].message.content,
+             stopped: stopped.choices[0].message.content, stop_finish: stopped.choices[0].finish_reason };
 
 const scored = await client.completions.create({ model: "m", prompt: passage, max_tokens: 0, echo: true,
                                                  logprobs: 1 });
