@@ -26,7 +26,7 @@ const capped = await client.chat.completions.create({ model: "m", messages: ques
                                                       temperature: 0 });
 const answer = free.choices[0].message.content;
 const stopped = await client.chat.completions.create({ model: "m", messages: question, max_tokens: 40,
-                                                       temperature: 0, stop: [answer[1] ?? "\n"] });
+                                                       temperature: 0, stop: [answer.at(-1) ?? "\n"] });
 out.chat = { answer, free_finish: free.choices[0].finish_reason, capped: capped.choices[0].message.content,
              stopped: stopped.choices[0].message.content, stop_finish: stopped.choices[0].finish_reason };
 
