@@ -112,7 +112,7 @@ def load(path, device, qa=None):
     card = {
         "checkpoint": str(path), "vocab_size": tokenizer.vocab_size, "parameters": model.num_params(),
         "config": ckpt.get("config", {}), "data": ckpt.get("data"), "steps": ckpt.get("step"),
-        "best_val_loss": ckpt.get("best_val_loss"), "full_val_loss": ckpt.get("full_val_loss"),
+        "init_from": ckpt.get("init_from") or None, "best_val_loss": ckpt.get("best_val_loss"), "full_val_loss": ckpt.get("full_val_loss"),
         "history": history, "block_size": model.block_size, "layers": len(model.blocks),
         "heads": model.blocks[0].attn.num_heads, "qa": is_qa,
     }

@@ -24,6 +24,16 @@ class TokenData:
     tokens: np.ndarray  # 1-D token ids, usually a read-only np.memmap of the cache file
     stoi: dict  # the vocabulary: character -> id
 
+    def ids_in(self, stoi):
+        """The tokens renumbered into another vocabulary that holds all of this one's characters (a fine-tuned
+        model's: the checkpoint's ids, then the new ones). The same array when the ids already agree."""
+        if stoi == self.stoi:
+            return self.tokens
+        table = np.zeros(len(self.stoi), dtype=np.uint16 if len(stoi) <= 1 << 16 else np.uint32)
+        for ch, i in self.stoi.items():
+            table[i] = stoi[ch]
+        return table[self.tokens]
+
 
 def file_hash(path):
     """The first 16 hex digits of the file's SHA-1: enough to tell versions of a text apart."""

@@ -43,6 +43,14 @@ class CharTokenizer:
         tok._set_vocab(dict(stoi))
         return tok
 
+    def extended(self, chars):
+        """(a tokenizer that also knows chars, the characters added). Every known character keeps its id;
+        the new ones, in sorted order, get the ids after the last: what fine-tuning on a new text needs, so
+        the trained model's embedding rows still mean the same characters."""
+        added = sorted(set(chars) - set(self.stoi))
+        stoi = {**self.stoi, **{ch: self.vocab_size + i for i, ch in enumerate(added)}}
+        return CharTokenizer.from_stoi(stoi), added
+
     def _set_vocab(self, stoi):
         self.stoi = stoi
         self.itos = {i: ch for ch, i in stoi.items()}
