@@ -47,7 +47,8 @@ class Config:
     batch_size: int = _param(16, "sequences per training step")
     # high enough that on a CPU the 580 s clock, not the step count, ends the run
     max_iters: int = _param(20000, "stop after this many training steps (or at time_budget, whichever comes first)")
-    eval_interval: int = _param(500, "evaluate train/val loss every this many steps")
+    eval_interval: int = _param(500, "evaluate train/val loss every this many steps (and, under a time "
+                                           "budget, also every twelfth of it)")
     eval_iters: int = _param(20, "batches averaged for each loss estimate")
     # Muon for the hidden weight matrices: the largest single gain in the speedrun
     optimizer: str = _param("muon", "muon: Muon for the blocks' weight matrices and AdamW for the rest; "
@@ -84,6 +85,9 @@ class Config:
 PRESETS = {
     "tiny": dict(n_embd=64, num_heads=2, n_layer=2),
     "small": dict(n_embd=128, num_heads=4, n_layer=4),
+    # Between small and default (3.2M parameters): day 5's quick experiment 1 compares tiny, small and medium,
+    # because default takes minutes for a few hundred steps on a CPU without bf16.
+    "medium": dict(n_embd=256, num_heads=8, n_layer=4),
     # The previous release's recipe for runs of a minute or two on a CPU (AdamW): 2 layers, short
     # context. Kept as a preset for comparison; docs/speedrun.md measures it against the defaults.
     "quick": dict(n_embd=128, num_heads=4, n_layer=2, block_size=64, batch_size=16, dropout=0.0,

@@ -4,14 +4,15 @@
     python3 day5_experiments.py              # the full version: for a GPU, or a patient afternoon
     python3 day5_experiments.py --only 2 3   # just some of the experiments
 
-  1  model size      tiny / small / default, compared at equal wall-clock time and at equal steps
+  1  model size      tiny / small / default (--quick: tiny / small / medium), at equal time and at equal steps
   2  learning rate   1e-5, 3e-4, 1e-3, 3e-3 (the tutorial's list) and this repo's tuned CPU value
   3  sampling        temperature, top-k and top-p, measured on one checkpoint
   4  your own data   the same model on the Chinese poems, continuing 床前明月光
 
 Every run is an ordinary `python3 train.py` run (run in this process), kept under --work (default
-out-day5/). The results go to --out (default docs/day5/): README.md with a table per experiment,
-and the pictures exp1_model_size.png and exp2_learning_rate.png.
+out-day5/). The results go to --out (default out-day5/ too): README.md with a table per experiment,
+and the pictures exp1_model_size.png and exp2_learning_rate.png, labelled in the learner's language.
+The pages committed in docs/day5/ were made with --quick --out docs/day5.
 """
 
 import argparse
@@ -44,6 +45,7 @@ POEMS = REPO_DIR / "data" / "chinese.txt"
 class Plan:
     """How big each experiment is. QUICK fits a laptop CPU in about 5 minutes; FULL is the real thing."""
     name: str
+    sizes: tuple  # the presets experiment 1 compares
     size_shape: dict  # batch and context for experiment 1 (the presets give the model sizes)
     equal_time: float  # seconds each size trains for, in the equal-time comparison
     time_eval_interval: int  # steps between evaluations in the equal-time runs
@@ -53,10 +55,10 @@ class Plan:
     poem_time: float  # seconds of training on the poems in experiment 4
 
 
-QUICK = Plan("quick", size_shape=dict(block_size=64, batch_size=8, eval_iters=10), equal_time=20,
-             time_eval_interval=50, equal_steps=120,
+QUICK = Plan("quick", sizes=("tiny", "small", "medium"), size_shape=dict(block_size=64, batch_size=8, eval_iters=10),
+             equal_time=20, time_eval_interval=50, equal_steps=400,
              lr_shape=dict(preset="small", block_size=64, batch_size=16), lr_steps=300, poem_time=45)
-FULL = Plan("full", size_shape=dict(), equal_time=300, time_eval_interval=250, equal_steps=1500,
+FULL = Plan("full", sizes=("tiny", "small", "default"), size_shape=dict(), equal_time=300, time_eval_interval=250, equal_steps=1500,
             lr_shape=dict(preset="small", block_size=128, batch_size=32), lr_steps=3000, poem_time=580)
 
 LEARNING_RATES = [1e-5, 3e-4, 1e-3, 3e-3]  # the tutorial's list; the repo's tuned value is added to it
@@ -76,7 +78,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="smaller runs that finish in about 5 minutes on a CPU")
     parser.add_argument("--only", type=int, nargs="+", choices=[1, 2, 3, 4], default=[1, 2, 3, 4],
                         help="run only these experiments (3 needs 2's checkpoint, 4 trains its own)")
-    parser.add_argument("--out", default=str(REPO_DIR / "docs" / "day5"), help="folder for README.md and the PNGs")
+    parser.add_argument("--out", default="out-day5", help="folder for README.md and the PNGs (the committed pages: "
+                                                          "--quick --out docs/day5)")
     parser.add_argument("--work", default="out-day5", help="folder for the runs' checkpoints and logs")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--scale", type=float, default=1.0,
@@ -161,10 +164,10 @@ def say(text):
 
 
 def experiment_size(plan, args, scale):
-    say("\n【实验1】模型大小：tiny / small / default，分别在相同时间和相同步数下比较")
+    say(f"\n【实验1】模型大小：{' / '.join(plan.sizes)}，分别在相同时间和相同步数下比较")
     seconds, steps = plan.equal_time * scale, max(2, int(plan.equal_steps * scale))
     by_time, by_steps = {}, {}
-    for preset in ("tiny", "small", "default"):
+    for preset in plan.sizes:
         shape = flags_from({"preset": preset, **plan.size_shape})
         say(f"  {preset}：训练 {seconds:g} 秒 ……")
         by_time[preset] = train_run(preset, Path(args.work) / f"size-{preset}-time", [
@@ -210,8 +213,9 @@ def experiment_size(plan, args, scale):
         left.plot([row["seconds"] for row in r.rows], [row["val_loss"] for row in r.rows], marker="o", label=r.name)
     for r in by_steps.values():
         right.plot([row["step"] for row in r.rows], [row["val_loss"] for row in r.rows], marker="o", label=r.name)
-    left.set(title=f"Equal time: {seconds:g} s each", xlabel="seconds", ylabel="val loss")
-    right.set(title=f"Equal steps: {steps} each", xlabel="step", ylabel="val loss")
+    left.set(title=_("Equal time: {seconds:g} s each").format(seconds=seconds), xlabel=_("seconds"),
+             ylabel=_("val loss"))
+    right.set(title=_("Equal steps: {steps} each").format(steps=steps), xlabel=_("step"), ylabel=_("val loss"))
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
         ax.legend()
@@ -275,8 +279,8 @@ def experiment_lr(plan, args, scale):
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for lr, r in results.items():
         ax.plot([row["step"] for row in r.rows], [row["val_loss"] for row in r.rows], marker="o", markersize=3,
-                label=f"lr {lr:g}{' (tuned)' if lr == tuned else ''}")
-    ax.set(title="Validation loss for each learning rate", xlabel="step", ylabel="val loss")
+                label=f"lr {lr:g}" + (_(" (tuned)") if lr == tuned else ""))
+    ax.set(title=_("Validation loss for each learning rate"), xlabel=_("step"), ylabel=_("val loss"))
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -416,6 +420,8 @@ def main(argv=None):
     print("=" * 60)
     if args.quick:
         print("快速模式只为在笔记本 CPU 上几分钟内看到趋势；完整结果请去掉 --quick。")
+        print("有 GPU 的话，请运行完整版 python3 day5_experiments.py：实验1 比较 tiny / small / default"
+              "（default 有 1070 万参数，在没有 bf16 的 CPU 上几百步就要好几分钟），每个实验的步数也多得多。")
     start = time.perf_counter()
     experiments = {1: experiment_size, 2: experiment_lr, 3: experiment_sampling, 4: experiment_own_data}
     sections = []

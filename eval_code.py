@@ -112,7 +112,7 @@ def main(argv=None):
         rate = counts["parsed"] / max(counts["blocks"], 1)
         rows.append(f"| {temperature:g} | {counts['blocks']} | {counts['parsed']} | **{rate:.0%}** | "
                     f"{counts['unfinished']} |")
-    table = ["| temperature | complete blocks | parse with ast.parse | parse rate | unfinished (left out) |",
+    table = [_("| temperature | complete blocks | parse with ast.parse | parse rate | unfinished (left out) |"),
              "| ---: | ---: | ---: | ---: | ---: |", *rows]
     print(_("checkpoint {path}: best val loss {val:.4f}").format(path=args.checkpoint, val=val) if val is not None else "")
     print("\n".join(table))
@@ -120,11 +120,13 @@ def main(argv=None):
         best = min(examples)
         print("\n" + _("a generated function that parses (temperature {t:g}):").format(t=best) + "\n\n" + examples[best])
     if args.out:
-        text = (f"Best val loss of `{args.checkpoint}`: **{val:.4f}**.\n\n" if val is not None else "")
-        text += (f"{args.samples} samples of {args.max_new_tokens} characters per prompt (`def `, `class `) and "
-                 "temperature:\n\n" + "\n".join(table) + "\n")
+        text = (_("Best val loss of `{path}`: **{val:.4f}**.").format(path=args.checkpoint, val=val) + "\n\n"
+                if val is not None else "")
+        text += _("{samples} samples of {n} characters per prompt (`def `, `class `) and temperature:").format(
+            samples=args.samples, n=args.max_new_tokens) + "\n\n" + "\n".join(table) + "\n"
         if examples:
-            text += f"\nA generated function that parses (temperature {best:g}):\n\n```python\n{examples[best]}```\n"
+            text += ("\n" + _("a generated function that parses (temperature {t:g}):").format(t=best)
+                     + f"\n\n```python\n{examples[best]}```\n")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text, encoding="utf-8")
         print(_("wrote {path}").format(path=args.out))

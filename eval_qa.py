@@ -24,14 +24,16 @@ from i18n import _
 from qa_format import END, TRAIN_COMMAND, prompt
 from utils import REPO_DIR, read_text
 
-KINDS = {  # kind -> what it is, in the table
-    "add2": "2-digit addition (e.g. 37+58)",
-    "add3": "3-digit addition",
-    "sub2": "2-digit subtraction",
-    "sub3": "3-digit subtraction",
-    "poem_next": "the next line of a poem",
-    "poem_author": "the author of a poem",
-}
+def kinds():
+    """kind -> what it is, in the table (in the learner's language)."""
+    return {
+        "add2": _("2-digit addition (e.g. 37+58)"),
+        "add3": _("3-digit addition"),
+        "sub2": _("2-digit subtraction"),
+        "sub3": _("3-digit subtraction"),
+        "poem_next": _("the next line of a poem"),
+        "poem_author": _("the author of a poem"),
+    }
 
 
 def parse_args(argv=None):
@@ -109,20 +111,23 @@ def main(argv=None):
                              device, bar)
 
     top_author = most_frequent_author(read_text(args.train_text)) if Path(args.train_text).is_file() else None
-    table = ["| questions | held out | exact match | baseline |", "| --- | ---: | ---: | ---: |"]
+    table = [_("| questions | held out | exact match | baseline |"), "| --- | ---: | ---: | ---: |"]
     scores = {}
-    for kind, label in KINDS.items():
+    for kind, label in kinds().items():
         items = [(q, a) for k, q, a in rows if k == kind]
         if not items:
             continue
         right = sum(answers[q] == a for q, a in items)
         scores[kind] = right / len(items)
         if kind == "poem_author" and top_author:
-            base = f"{sum(a == top_author for _, a in items) / len(items):.1%} (always {top_author})"
+            base = _("{share:.1%} (always {author})").format(
+                share=sum(a == top_author for _, a in items) / len(items), author=top_author)
         elif kind.startswith(("add", "sub")):
-            base = "0% (a memorised table: no held-out pair was seen)"
+            base = _("0% (a memorised table: no held-out pair was seen)")
         else:
-            base = f"{sum(a == Counter(a for _, a in items).most_common(1)[0][0] for _, a in items) / len(items):.1%} (the most common answer)"
+            common = Counter(a for _, a in items).most_common(1)[0][0]
+            base = _("{share:.1%} (the most common answer)").format(
+                share=sum(a == common for _, a in items) / len(items))
         table.append(f"| {label} | {len(items)} | **{scores[kind]:.1%}** | {base} |")
     print("\n".join(table))
     examples = [(k, q, a, answers[q]) for k, q, a in rows[:: max(1, len(rows) // 8)]]
@@ -131,14 +136,16 @@ def main(argv=None):
         verdict = _("right") if got == a else _("expected {answer!r}").format(answer=a)
         print(f"  {q} -> {got!r} ({verdict})")
     if args.out:
-        lines = ["| question | expected | model's answer |", "| --- | --- | --- |"]
+        lines = [_("| question | expected | model's answer |"), "| --- | --- | --- |"]
         lines += [f"| {q} | {a} | {got}{' ✓' if got == a else ' ✗'} |" for _, q, a, got in examples]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         heldout = Path(args.heldout).resolve()
         shown = heldout.relative_to(REPO_DIR) if heldout.is_relative_to(REPO_DIR) else heldout
-        header = (f"Exact match of `{args.checkpoint}` on the held-out questions of `{shown}`, answers "
-                  "generated greedily until the blank line that ends an answer (`python3 eval_qa.py`).\n\n")
-        Path(args.out).write_text(header + "\n".join(table) + "\n\nSome held-out questions and the answers given:\n\n"
+        header = _("Exact match of `{checkpoint}` on the held-out questions of `{heldout}`, answers generated "
+                   "greedily until the blank line that ends an answer (`python3 eval_qa.py`).").format(
+            checkpoint=args.checkpoint, heldout=shown)
+        examples_title = _("Some held-out questions and the answers given:")
+        Path(args.out).write_text(header + "\n\n" + "\n".join(table) + "\n\n" + examples_title + "\n\n"
                                   + "\n".join(lines) + "\n", encoding="utf-8")
         print("\n" + _("wrote {path}").format(path=args.out))
 

@@ -26,13 +26,14 @@ import torch
 from cli import UserError, run_main
 from config import HelpFormatter
 from device import get_device
+from i18n import _
 
 try:
     import uvicorn
 
     from server import Server, create_app, load
 except ImportError:  # the page's extra dependencies; the core tutorial doesn't need them
-    print("error: the playground needs FastAPI and uvicorn: python3 -m pip install -r requirements-web.txt",
+    print("error: " + _("the playground needs FastAPI and uvicorn: python3 -m pip install -r requirements-web.txt"),
           file=sys.stderr)
     raise SystemExit(2)
 
@@ -53,7 +54,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if not 0 < args.port < 65536:
-        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+        raise UserError(_("--port must be between 1 and 65535, got {port}").format(port=args.port))
     device = get_device(args.device)
     if device == "cpu":
         # Generating one token is small matrix-vector work. Measured here, one intra-op thread decodes as
@@ -61,11 +62,13 @@ def main(argv=None):
         torch.set_num_threads(1)
     server = Server(load(args.checkpoint, device, qa=True if args.qa else None), device, args.api_key)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
-        print(f"warning: binding {args.host} makes the page and the API reachable from other computers, and the API "
-              "has no authentication; add --api_key KEY to require one", file=sys.stderr)
-    print(f"Mini-GPT playground: http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port}  "
-          f"({server.loaded.card['parameters'] / 1e6:.2f}M parameters, {args.checkpoint}); Ctrl-C to stop")
-    print(f"OpenAI-compatible API: http://{args.host}:{args.port}/v1  (model id {server.loaded.model_id})")
+        print(_("warning: binding {host} makes the page and the API reachable from other computers, and the API "
+                "has no authentication; add --api_key KEY to require one").format(host=args.host), file=sys.stderr)
+    page = f"http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port}"
+    print(_("Mini-GPT playground: {url}  ({params:.2f}M parameters, {path}); Ctrl-C to stop").format(
+        url=page, params=server.loaded.card["parameters"] / 1e6, path=args.checkpoint))
+    print(_("OpenAI-compatible API: {url}/v1  (model id {model})").format(url=f"http://{args.host}:{args.port}",
+                                                                          model=server.loaded.model_id))
     uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning")
 
 

@@ -69,16 +69,22 @@ def sample_pairs(low, high, count, rng, ordered=False):
     return sorted(pairs)
 
 
-def arithmetic(args, rng):
+def kind_rng(seed, kind):
+    """Each kind of question draws from its own random stream, so changing how many of one kind there are
+    (--three_digit) leaves the other kinds' held-out questions as they were: mixes stay comparable."""
+    return random.Random(f"{seed}:{kind}")
+
+
+def arithmetic(args):
     """(training examples, held-out rows). Every 2-digit sum is covered; 3-digit ones are sampled."""
     add2 = [(a, b) for a in range(10, 100) for b in range(10, 100)]
     sub2 = [(a, b) for a in range(10, 100) for b in range(10, a + 1)]
     n3 = args.three_digit + round(args.three_digit * args.heldout_share)
-    add3 = sample_pairs(100, 999, n3, rng)
-    sub3 = sample_pairs(100, 999, n3, rng, ordered=True)
+    add3 = sample_pairs(100, 999, n3, kind_rng(args.seed, "add3 sample"))
+    sub3 = sample_pairs(100, 999, n3, kind_rng(args.seed, "sub3 sample"), ordered=True)
     train, held = [], []
     for kind, pairs, op in (("add2", add2, "+"), ("sub2", sub2, "-"), ("add3", add3, "+"), ("sub3", sub3, "-")):
-        train_pairs, held_pairs = split_pairs(pairs, args.heldout_share, rng)
+        train_pairs, held_pairs = split_pairs(pairs, args.heldout_share, kind_rng(args.seed, kind))
         value = (lambda a, b: a + b) if op == "+" else (lambda a, b: a - b)
         copies = args.add2_repeats if kind == "add2" else 1
         train += [example(f"{a}{op}{b}等于多少？", value(a, b)) for a, b in train_pairs] * copies
@@ -102,7 +108,7 @@ def read_poems(path, count):
     return poems
 
 
-def poem_questions(poems, share, rng):
+def poem_questions(poems, share, seed):
     """(training examples, held-out rows) about which line follows which, and who wrote what."""
     line_counts = Counter(line for p in poems for line in p["lines"])
     title_counts = Counter(p["title"] for p in poems)
@@ -111,7 +117,7 @@ def poem_questions(poems, share, rng):
     authors = [(f"《{p['title']}》的作者是谁？", p["author"]) for p in poems if title_counts[p["title"]] == 1]
     train, held = [], []
     for kind, questions in (("poem_next", nexts), ("poem_author", authors)):
-        train_q, held_q = split_pairs(questions, share, rng)
+        train_q, held_q = split_pairs(questions, share, kind_rng(seed, kind))
         train += [example(q, a) for q, a in train_q]
         held += [(kind, q, a) for q, a in held_q]
     return train, held
@@ -123,15 +129,14 @@ def main(argv=None):
         raise UserError(_("--heldout_share must be between 0 and 1, got {value}").format(value=args.heldout_share))
     if min(args.num_poems, args.three_digit, args.poem_repeats) < 0 or args.add2_repeats < 1:
         raise UserError(_("--num_poems, --three_digit and --poem_repeats must be >= 0, --add2_repeats >= 1"))
-    rng = random.Random(args.seed)
     poems = read_poems(args.poems, args.num_poems)
     if not poems:
         raise UserError(_("{path} has no poems laid out as title, author, lines and a blank line").format(
             path=args.poems))
-    math_train, math_held = arithmetic(args, rng)
-    poem_train, poem_held = poem_questions(poems, args.heldout_share, rng)
+    math_train, math_held = arithmetic(args)
+    poem_train, poem_held = poem_questions(poems, args.heldout_share, args.seed)
     pieces = math_train + poem_train + [p["text"] + END for p in poems] * args.poem_repeats
-    rng.shuffle(pieces)
+    kind_rng(args.seed, "order").shuffle(pieces)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("".join(pieces), encoding="utf-8")
     rows = math_held + poem_held

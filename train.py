@@ -6,6 +6,7 @@
     python3 train.py --data data/chinese.txt --out_dir out-chinese
     python3 train.py --preset tiny --max_iters 500    # any config.py field can be a flag
     python3 train.py --resume                         # continue from <out_dir>/last.pt
+    python3 train.py --init_from out-chinese/ckpt.pt --data data/qa.txt --out_dir out-qa  # fine-tune
     torchrun --standalone --nproc_per_node=4 train.py # data-parallel on 4 GPUs (or CPU processes)
 
 Writes <out_dir>/ckpt.pt (best validation loss), last.pt (latest, for --resume), loss.png and log.csv.
@@ -19,6 +20,7 @@ of in train_runtime.py.
 import argparse
 import csv
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -30,7 +32,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, saved_model_args, state_dict_mismatch
+from checkpoint import (
+    load_checkpoint, load_grown, make_checkpoint, save_checkpoint, saved_model_args, state_dict_mismatch,
+)
 from cli import UserError, run_main
 from config import (
     CUDA_PRESET, PRESETS, Config, HelpFormatter, add_config_args, apply_overrides,
@@ -42,11 +46,16 @@ from model import MODEL_ARGS, GPTModel
 from optim import Optimizers, WeightAverage, learning_rate, make_optimizer, progress, train_step
 from plots import plot_losses
 from token_cache import load_tokens
-from train_runtime import OutDirLock, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, setup_distributed
+from train_runtime import (
+    CpuMeter, OutDirLock, Pace, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, choose_threads, setup_distributed,
+    slow_run_note,
+)
 from utils import REPO_DIR, CharTokenizer, estimate_loss, full_split_loss, get_batch, set_seed, train_val_split
 
 DEFAULT_DATA = REPO_DIR / "data" / "input.txt"
 DEFAULT_SEED = 1337
+# A time-budgeted run evaluates at least this many times (besides every eval_interval steps).
+CLOCK_EVALS = 12
 # What a resumed run cannot change: the model's shape and architecture (dropout, a training setting, can).
 MODEL_SIZE = tuple(name for name in MODEL_ARGS if name != "dropout")
 
@@ -69,6 +78,10 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in <out_dir>/last.pt: hyperparameter flags given now override "
                              "its config, but its data, seed and model size stay as they were")
+    parser.add_argument("--init_from", default=None, metavar="CKPT",
+                        help="fine-tune: start a new run from this checkpoint's weights (its model size and "
+                             "vocabulary, with any new characters of --data added), with a fresh optimizer, "
+                             "schedule and step count")
     add_config_args(parser)
     return parser.parse_args(argv)
 
@@ -76,6 +89,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     rank, world_size, device = setup_distributed(args.device)
+    threads = torch.get_num_threads()  # a busy CPU may make this run use fewer: put them back afterwards
     try:
         out_dir = Path(args.out_dir)
         with OutDirLock(out_dir) if rank == 0 else nullcontext():  # one run at a time writes to out_dir
@@ -85,6 +99,7 @@ def main(argv=None):
             # gloo down meanwhile was once seen to abort at exit ("terminate called without an active exception").
             dist.barrier()
     finally:
+        torch.set_num_threads(threads)
         if dist.is_initialized():
             dist.destroy_process_group()
 
@@ -97,6 +112,7 @@ def train(args, rank, world_size, device):
     run = prepare(args, rank, world_size, device)  # config, data, model, optimizer; resumed if asked
     cfg, state = run.cfg, run.state
     start = time.perf_counter() - state.seconds  # the clock continues where a resumed run stopped
+    run.meter, run.pace = CpuMeter(), Pace(state.step, state.seconds)  # to tell, at the end, whether other programs slowed it
     bar = progress_bar(run)
     with StopRequest() as ctrl_c, stop_cleanly(run, bar):
         while True:
@@ -104,7 +120,7 @@ def train(args, rank, world_size, device):
             done = state.step >= cfg.max_iters or 0 < cfg.time_budget <= state.seconds
             if stop:
                 save_and_exit(run, bar)  # Ctrl-C: the state between two steps is whole, keep it
-            if run.master and (state.step % cfg.eval_interval == 0 or done) and not run.evaluated_now():
+            if run.master and (run.evaluation_due() or done) and not run.evaluated_now():
                 evaluate_and_save(run)  # log both losses; save last.pt, and ckpt.pt when val is the best
             if done:
                 break
@@ -113,6 +129,7 @@ def train(args, rank, world_size, device):
             loss = train_step(run.model, run.optimizer, cfg, run.autocast, world_size, run.next_batch)
             state.step += 1
             run.update_average()  # in the run's last average_fraction: add these weights to the average
+            run.pace.update(state.step)
             show_progress(bar, run, loss, lr, start)
     bar.close()
     finish(run)  # log.csv, loss.png, the summary and a sample
@@ -133,6 +150,7 @@ class RunState:
     """Where a run stands. It is saved in every checkpoint, so --resume continues from here."""
     data: str
     seed: int
+    init_from: str = ""  # the checkpoint a fine-tuning run started from ("" when it started from scratch)
     step: int = 0  # optimizer steps taken
     seconds: float = 0.0  # training time so far, by rank 0's clock
     best_val_loss: float = math.inf
@@ -140,13 +158,15 @@ class RunState:
 
     def to_checkpoint(self):
         # Plain tuples: weights_only loading accepts them, not classes defined here.
-        return {"data": self.data, "seed": self.seed, "step": self.step, "seconds": self.seconds,
-                "best_val_loss": self.best_val_loss, "history": [tuple(row) for row in self.history]}
+        return {"data": self.data, "seed": self.seed, "init_from": self.init_from, "step": self.step,
+                "seconds": self.seconds, "best_val_loss": self.best_val_loss,
+                "history": [tuple(row) for row in self.history]}
 
     @classmethod
     def from_checkpoint(cls, ckpt):
-        return cls(data=ckpt["data"], seed=ckpt["seed"], step=ckpt["step"], seconds=ckpt["seconds"],
-                   best_val_loss=ckpt["best_val_loss"], history=[HistoryRow(*row) for row in ckpt["history"]])
+        return cls(data=ckpt["data"], seed=ckpt["seed"], init_from=ckpt.get("init_from", ""), step=ckpt["step"],
+                   seconds=ckpt["seconds"], best_val_loss=ckpt["best_val_loss"],
+                   history=[HistoryRow(*row) for row in ckpt["history"]])
 
 
 @dataclass
@@ -166,6 +186,10 @@ class Run:
     rank: int
     world_size: int
     average: WeightAverage = None  # the weights' mean over the run's last part (rank 0 only; None when off)
+    eval_seconds: float = 0.0  # how long the last evaluation took
+    threads: tuple = ()  # (threads PyTorch would use, threads this run uses, cores other programs kept busy)
+    meter: CpuMeter = None
+    pace: Pace = None
 
     @property
     def master(self):  # only the first process logs, evaluates, samples and saves
@@ -195,6 +219,15 @@ class Run:
         return get_batch(self.splits["train"], self.cfg.batch_size, self.cfg.block_size, self.device,
                          self.batch_generator)
 
+    def evaluation_due(self):
+        """Every eval_interval steps, and under a time budget also every 1/CLOCK_EVALS of it, so that even a
+        one-minute run, which may not reach eval_interval steps, draws a curve in loss.png; but never so often
+        that evaluating takes more than a tenth of the time."""
+        state, cfg = self.state, self.cfg
+        on_the_clock = cfg.time_budget > 0 and bool(state.history) and (
+            state.seconds - state.history[-1].seconds >= max(cfg.time_budget / CLOCK_EVALS, 10 * self.eval_seconds))
+        return state.step % cfg.eval_interval == 0 or on_the_clock
+
     def evaluated_now(self):
         return bool(self.state.history) and self.state.history[-1].step == self.state.step
 
@@ -215,10 +248,12 @@ class Run:
 def evaluate_and_save(run):
     """Estimate both losses, log them, and save last.pt, plus ckpt.pt when val is the best yet."""
     cfg, state = run.cfg, run.state
+    started = time.perf_counter()
     with run.autocast:
         losses = estimate_loss(run.eval_model, run.splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, run.device)
     if not all(math.isfinite(v) for v in losses.values()):
         raise FloatingPointError(state.step)
+    run.eval_seconds = time.perf_counter() - started
     lr = learning_rate(cfg, state.step, state.seconds)
     state.history.append(HistoryRow(state.step, state.seconds, lr, losses["train"], losses["val"]))
     note = ""
@@ -238,33 +273,54 @@ def evaluate_and_save(run):
 def prepare(args, rank, world_size, device):
     out_dir = Path(args.out_dir)
     last_path = out_dir / "last.pt"
+    if args.resume and args.init_from:
+        raise UserError(_("--resume continues a run and --init_from starts a new one from a trained model: give "
+                          "one of them"))
     resumed = load_checkpoint(last_path, "cpu") if args.resume else None
+    source = load_source(args, out_dir) if args.init_from else None
     preset = choose_preset(args.preset, device)
     if resumed:
         check_resume_flags(args, resumed, last_path)
         state = RunState.from_checkpoint(resumed)
     else:
-        state = RunState(data=str(args.data or DEFAULT_DATA), seed=DEFAULT_SEED if args.seed is None else args.seed)
+        state = RunState(data=str(args.data or DEFAULT_DATA), seed=DEFAULT_SEED if args.seed is None else args.seed,
+                         init_from=str(args.init_from or ""))
     try:
         cfg = resumed_config(args, resumed) if resumed else config_from_args(args, preset)
+        if source:
+            cfg = replace(cfg, **source_model_args(args, source))
         validate(cfg)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
 
     text_data = load_tokens(state.data)  # encoded once, then cached beside the text file
-    tokenizer = CharTokenizer.from_stoi(text_data.stoi)
-    if resumed and resumed["tokenizer_stoi"] != tokenizer.stoi:
-        raise UserError(_("{data} has changed since {path} was saved; resume needs the same text").format(
-            data=state.data, path=last_path))
-    train_data, val_data = train_val_split(text_data.tokens)
+    added = []
+    if resumed:  # the vocabulary it was saved with (a fine-tuned run's is its source's, grown)
+        tokenizer = CharTokenizer.from_stoi(resumed["tokenizer_stoi"])
+        fits = set(text_data.stoi) <= set(tokenizer.stoi) if state.init_from else text_data.stoi == tokenizer.stoi
+        if not fits:
+            raise UserError(_("{data} has changed since {path} was saved; resume needs the same text").format(
+                data=state.data, path=last_path))
+    elif source:
+        tokenizer, added = CharTokenizer.from_stoi(source["tokenizer_stoi"]).extended(text_data.stoi)
+    else:
+        tokenizer = CharTokenizer.from_stoi(text_data.stoi)
+    tokens = text_data.ids_in(tokenizer.stoi)
+    train_data, val_data = train_val_split(tokens)
     if len(val_data) <= cfg.block_size:
         raise UserError(_(
             "{data} has {n:,} characters, too few for block_size {block_size}: the validation tenth needs more "
             "than {block_size}. Use a longer text or a smaller --block_size."
-        ).format(data=state.data, n=len(text_data.tokens), block_size=cfg.block_size))
+        ).format(data=state.data, n=len(tokens), block_size=cfg.block_size))
 
     set_seed(state.seed)
-    model = GPTModel.from_config(cfg, tokenizer.vocab_size).to(device)  # the same initial weights everywhere
+    model = GPTModel.from_config(cfg, tokenizer.vocab_size)  # the same initial weights everywhere
+    if source:  # ... or the trained ones, with a row for each new character
+        mismatch = load_grown(model, source["model_state_dict"], source["vocab_size"])
+        if mismatch:
+            raise UserError(_("{path}'s weights do not fit the model its config describes ({mismatch})").format(
+                path=args.init_from, mismatch=mismatch))
+    model = model.to(device)
     torch.manual_seed(state.seed + rank)  # ... but each process its own dropout masks
     optimizer = make_optimizer(model, cfg, device)
     if cfg.optimizer == "muon" and len(optimizer.optimizers) == 1:  # this torch has no Muon: say, and save, the truth
@@ -284,10 +340,55 @@ def prepare(args, rank, world_size, device):
     run = Run(cfg=cfg, state=state, tokenizer=tokenizer, raw_model=model, model=trained, optimizer=optimizer,
               batch_generator=batch_generator, splits={"train": train_data, "val": val_data},
               autocast=autocast_context(device, cfg.precision), out_dir=out_dir, device=device, rank=rank,
-              world_size=world_size, average=average)
+              world_size=world_size, average=average, threads=choose_threads(device, world_size))
     if run.master:
-        describe(run, preset, args, resumed, len(text_data.tokens))
+        describe(run, preset, args, resumed, len(tokens))
+        if source:
+            describe_source(run, source, added)
     return run
+
+
+def load_source(args, out_dir):
+    """The checkpoint a fine-tuning run starts from, refused if this run would overwrite it."""
+    path = Path(args.init_from)
+    if path.resolve() in {(out_dir / name).resolve() for name in ("ckpt.pt", "last.pt")}:
+        raise UserError(_("--init_from {path} is inside --out_dir {out_dir}, so this run would overwrite the model "
+                          "it starts from; give another --out_dir").format(path=path, out_dir=out_dir))
+    source = load_checkpoint(path, "cpu")
+    if "model_state_dict" not in source or "tokenizer_stoi" not in source:
+        raise UserError(_("{path} is not a checkpoint that Mini-GPT can read (a damaged file, or not one written "
+                          "by train.py); pass the ckpt.pt that train.py saved").format(path=path))
+    return source
+
+
+def source_model_args(args, source):
+    """The model a fine-tuning run trains is its source's: the same sizes and architecture. A flag or preset
+    that says otherwise is refused; dropout, a training setting, can change."""
+    saved = saved_model_args(source["config"], source["model_state_dict"])
+    if args.preset is not None:
+        raise UserError(_("--init_from takes the model's size from {path}, so it can't take --preset {preset}; "
+                          "drop --preset").format(path=args.init_from, preset=args.preset))
+    conflicts = [_("--{name} {given} (it has {saved})").format(name=name, given=getattr(args, name), saved=saved[name])
+                 for name in MODEL_SIZE if getattr(args, name) is not None and getattr(args, name) != saved[name]]
+    if conflicts:
+        raise UserError(_("--init_from {path} fine-tunes the model as it was trained, so it can't take {conflicts}. "
+                          "Drop those flags").format(path=args.init_from, conflicts="; ".join(conflicts)))
+    return {name: saved[name] for name in MODEL_SIZE}
+
+
+def describe_source(run, source, added):
+    """Two lines: where the weights come from, and how the vocabulary grew."""
+    print(_("fine-tuning: weights from {path} (trained {steps} steps on {data}); a fresh optimizer, schedule and "
+            "step count").format(path=run.state.init_from, steps=source.get("step", "?"),
+                                 data=source.get("data", "?")))
+    if added:
+        shown = "".join(added[:20]).replace("\n", "\\n") + ("…" if len(added) > 20 else "")
+        print(_("vocabulary: its {old:,} characters keep their ids; {n:,} new ones from {data} were added after them "
+                "({shown}), each starting at the mean of the old embedding rows").format(
+            old=source["vocab_size"], n=len(added), data=run.state.data, shown=shown))
+    else:
+        print(_("vocabulary: its {old:,} characters cover every character of {data}; none added").format(
+            old=source["vocab_size"], data=run.state.data))
 
 
 def check_resume_flags(args, resumed, last_path):
@@ -364,6 +465,11 @@ def describe(run, preset, args, resumed, n_chars):
     print(_("training: {ends}, {tokens:,} tokens per step, {optimizer}, peak lr {lr}, {schedule} schedule, "
             "{precision}").format(ends=ends, tokens=tokens_per_step, optimizer=cfg.optimizer, lr=cfg.learning_rate,
                                   schedule=cfg.schedule, precision=resolve_precision(run.device, cfg.precision)))
+    before, threads, busy = run.threads
+    if threads != before:
+        print(_("threads: other programs keep {busy:.1f} of this computer's {cores} cores busy, so this run uses "
+                "{threads} thread(s) instead of {before}: on a busy CPU, threads wait for each other").format(
+            busy=busy, cores=os.cpu_count(), threads=threads, before=before))
     if cfg.average_fraction > 0:
         print(_("weights: averaged over the last {share} of the run; evaluations score that average and "
                 "ckpt.pt holds it").format(share=f"{100 * cfg.average_fraction:g}%"))
@@ -493,6 +599,17 @@ def finish(run):
         print(run.tokenizer.decode(sample[0].tolist()).strip("\n"))
         print("-" * 60)
         print(_("next: python3 generate.py --checkpoint {ckpt}").format(ckpt=run.ckpt_path))
+    note_a_slow_run(run)
+
+
+def note_a_slow_run(run):
+    """Under a time budget, one line if other programs took the CPU or the pace fell far behind its best."""
+    if not run.cfg.time_budget or run.pace is None:
+        return
+    steps, seconds = run.state.step - run.pace.first_step, run.state.seconds - run.pace.first_seconds
+    note = slow_run_note(steps, seconds, run.pace.best, run.meter.others(), torch.get_num_threads())
+    if note:
+        print(note)
 
 
 def evaluate_best_model(run):

@@ -153,3 +153,102 @@ class StopRequest:
     def __exit__(self, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sharing the CPU with other programs
+#
+# PyTorch splits each matrix multiply over one thread per core, and the threads wait for each other at the
+# end of it. When other programs hold the cores, one thread is often descheduled and the rest wait for it:
+# on a 2-core machine running a second training, one step took 1.5 s with two threads and 0.27 s with one
+# (docs/speed.md). So a run that finds the cores busy trains with fewer threads, and a run that was slowed
+# down says so at the end.
+
+
+class CpuMeter:
+    """How many cores other programs kept busy, on average, since the last reading (Linux: /proc/stat minus
+    this process's own time; None elsewhere)."""
+
+    def __init__(self):
+        self.last = self.read()
+
+    @staticmethod
+    def read():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+            with open("/proc/self/stat") as f:
+                own = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except (OSError, ValueError, IndexError):
+            return None
+        busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system, irq softirq steal (not idle, iowait)
+        total = busy + fields[3] + fields[4]
+        return busy, total, int(own[11]) + int(own[12])  # utime + stime of every thread of this process
+
+    def others(self):
+        """Cores busy with other programs since the last call (e.g. 1.8 of 2), or None when unknown."""
+        now = self.read()
+        last, self.last = self.last, now
+        if now is None or last is None or now[1] <= last[1]:
+            return None
+        cores = os.cpu_count() or 1
+        return max(0.0, (now[0] - last[0]) - (now[2] - last[2])) / (now[1] - last[1]) * cores
+
+
+def threads_for(cores, others_busy, current):
+    """Compute threads for a CPU run: one per core that other programs leave free (at least one)."""
+    if others_busy is None:
+        return current
+    return max(1, min(current, cores - round(others_busy)))
+
+
+def choose_threads(device, world_size, sample_seconds=0.2):
+    """On a CPU, in one process, with OMP_NUM_THREADS not set: fewer threads when the cores are busy.
+    Returns (threads before, threads now, cores others kept busy)."""
+    before = torch.get_num_threads()
+    if device != "cpu" or world_size > 1 or before == 1 or "OMP_NUM_THREADS" in os.environ:
+        return before, before, None
+    meter = CpuMeter()
+    time.sleep(sample_seconds)
+    busy = meter.others()
+    threads = threads_for(os.cpu_count() or 1, busy, before)
+    if threads != before:
+        torch.set_num_threads(threads)
+    return before, threads, busy
+
+
+def slow_run_note(steps, seconds, best_rate, others_busy, threads):
+    """One line when a time-budgeted run shared the CPU with other programs for much of it, or made far fewer
+    steps than its own best pace; else None. best_rate: its fastest stretch, in steps per second."""
+    crowded = others_busy is not None and others_busy >= 0.5
+    share = steps / (best_rate * seconds) if best_rate and seconds else 1.0
+    if crowded:
+        cause = _("other programs kept {busy:.1f} of this computer's {cores} cores busy during this run, so it made "
+                  "fewer steps than it could have ({steps:,} in {seconds:.0f} s)").format(
+            busy=others_busy, cores=os.cpu_count(), steps=steps, seconds=seconds)
+    elif share < 0.5:
+        cause = _("this run made {steps:,} steps in {seconds:.0f} s, {share:.0%} of what its own fastest stretch "
+                  "would have made: something else took the CPU for part of it").format(
+            steps=steps, seconds=seconds, share=share)
+    else:
+        return None
+    fix = _("close other programs (or stop a second training) and run again") if threads == 1 else _(
+        "close other programs (or stop a second training) and run again, or try OMP_NUM_THREADS=1")
+    return _("note: {cause}. To get this tutorial's results, {fix}; see TUTORIAL.md, 常见错误").format(
+        cause=cause, fix=fix)
+
+
+class Pace:
+    """A run's fastest stretch of WINDOW steps, in steps per second (the first stretch, which warms up, aside)."""
+    WINDOW = 50
+
+    def __init__(self, step, seconds):
+        self.first_step, self.first_seconds = step, seconds  # where this session of the run began
+        self.mark, self.windows, self.best = (step, time.perf_counter()), 0, 0.0
+
+    def update(self, step):
+        if step - self.mark[0] >= self.WINDOW:
+            now = time.perf_counter()
+            if self.windows > 0:
+                self.best = max(self.best, (step - self.mark[0]) / max(now - self.mark[1], 1e-9))
+            self.mark, self.windows = (step, now), self.windows + 1

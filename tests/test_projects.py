@@ -38,12 +38,14 @@ def test_day5_quick_writes_a_table_per_experiment_and_the_pictures(tmp_path, mon
     monkeypatch.setattr(day5_experiments, "SHAKESPEARE", shakespeare)
     monkeypatch.setattr(day5_experiments, "POEMS", poems_file)
     toy = dict(n_embd=16, num_heads=2, n_layer=1)
-    for name in ("tiny", "small", "default"):  # the real sizes take minutes; the script's logic doesn't change
+    for name in ("tiny", "small", "medium", "default"):  # the real sizes take minutes; the script's logic doesn't change
         monkeypatch.setitem(config.PRESETS, name, {**config.PRESETS[name], **toy})
     status = run(day5_experiments, "--quick", "--scale", "0.02", "--out", "report", "--device", "cpu")
     assert status == 0
     out = capsys.readouterr().out
-    assert "快速模式" in out and "【实验1】" in out and "【实验4】" in out
+    assert "快速模式" in out and "【实验1】" in out and "【实验4】" in out and "有 GPU 的话" in out
+    assert "tiny / small / medium" in out
+    assert day5_experiments.parse_args([]).out == "out-day5"  # a learner's run leaves docs/day5 as it is
     report = (tmp_path / "report" / "README.md").read_text(encoding="utf-8")
     for heading in ("Experiment 1: model size", "Experiment 2: learning rate", "Experiment 3: sampling",
                     "Experiment 4: your own data"):
@@ -115,13 +117,23 @@ def test_qa_data_is_deterministic_well_formed_and_holds_questions_out(qa, tmp_pa
     assert again.read_bytes() == (qa / "qa.txt").read_bytes()  # the same seed, the same file
 
 
+def test_more_or_fewer_3_digit_questions_leave_the_other_held_out_questions_as_they_were(qa, tmp_path):
+    def heldout(three_digit):
+        path = tmp_path / f"heldout-{three_digit}.tsv"
+        assert run(prepare_qa_data, "--poems", qa / "poems.txt", "--num_poems", "40", "--three_digit", three_digit,
+                   "--out", tmp_path / "qa.txt", "--heldout", path) == 0
+        return {line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith(("add3", "sub3"))}
+
+    assert heldout(200) == heldout(50)  # so two mixes are scored on the same questions
+
+
 def test_eval_qa_reports_exact_match_and_a_baseline(qa, capsys):
     out = qa / "qa.md"
     flags = ["--checkpoint", qa / "out" / "ckpt.pt", "--heldout", qa / "heldout.tsv", "--train_text", qa / "qa.txt",
              "--out", out, "--device", "cpu"]
     assert run(eval_qa, *flags) == 0
     table = out.read_text(encoding="utf-8")
-    for label in eval_qa.KINDS.values():
+    for label in eval_qa.kinds().values():
         assert f"| {label} |" in table
     assert "(always " in table  # the most-frequent-author baseline
 

@@ -587,3 +587,35 @@ def test_a_checkpoint_whose_head_has_a_bias_still_loads_and_resumes(tmp_path, mo
     new, _ = checkpoint.model_from_checkpoint({**ckpt, "model_state_dict": {
         k: v for k, v in ckpt["model_state_dict"].items() if k != "lm_head.bias"}})
     assert new.lm_head.bias is None  # the default now: no bias, as GPT-2
+
+
+def test_a_time_budgeted_run_also_evaluates_on_the_clock_but_not_too_often():
+    from types import SimpleNamespace as NS
+
+    def due(step, seconds, last_eval_at, budget=60.0, eval_seconds=0.1, eval_interval=500):
+        run = NS(cfg=NS(time_budget=budget, eval_interval=eval_interval), eval_seconds=eval_seconds,
+                 state=NS(step=step, seconds=seconds, history=[train.HistoryRow(0, last_eval_at, 0, 0, 0)]))
+        return train.Run.evaluation_due(run)
+
+    assert due(500, 1.0, 0.9)  # every eval_interval steps, as always
+    assert not due(37, 4.9, 0.0) and due(37, 5.0, 0.0)  # and every twelfth of a 60 s budget
+    assert not due(37, 30.0, 0.0, budget=0)  # a run by steps only: steps only
+    assert not due(37, 20.0, 0.0, eval_seconds=3.0) and due(37, 30.0, 0.0, eval_seconds=3.0)  # at most a tenth
+
+
+def test_a_busy_cpu_gets_fewer_threads_and_a_slow_run_says_why(monkeypatch):
+    assert train_runtime.threads_for(2, 1.9, 2) == 1  # a second training holds both cores
+    assert train_runtime.threads_for(2, 0.2, 2) == 2 and train_runtime.threads_for(8, 3.2, 8) == 5
+    assert train_runtime.threads_for(2, None, 2) == 2  # unknown (not Linux): PyTorch's choice stands
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert train_runtime.slow_run_note(5000, 580, 9.0, 0.1, 2) is None  # quiet, at its own pace
+    crowded = train_runtime.slow_run_note(300, 60, 9.0, 1.4, 1)
+    assert crowded.startswith("note: other programs kept 1.4 of this computer's 2 cores busy")
+    assert "(300 in 60 s)" in crowded and "OMP_NUM_THREADS" not in crowded and "常见错误" in crowded
+    slowed = train_runtime.slow_run_note(1000, 580, 9.0, 0.2, 2)
+    assert "19% of what its own fastest stretch would have made" in slowed and "OMP_NUM_THREADS=1" in slowed
+    # The meter reads this process's share apart from everyone else's (on Linux).
+    meter = train_runtime.CpuMeter()
+    if meter.last is not None:
+        sum(i * i for i in range(300_000))  # busy in this process only
+        assert 0.0 <= meter.others() <= 2.0
