@@ -7,7 +7,7 @@ and how chat.py, eval_qa.py and the playground ask a question.
 """
 
 # How the README trains the Q&A model; prepare_qa_data.py, chat.py and eval_qa.py print it as the next step.
-TRAIN_COMMAND = "python3 train.py --data data/qa.txt --out_dir out-qa --time_budget 0 --max_iters 8000"
+TRAIN_COMMAND = "python3 train.py --data data/qa.txt --out_dir out-qa"
 
 QUESTION, ANSWER, END = "问：", "答：", "\n\n"  # END: the blank line after an answer, where generation stops
 
