@@ -138,6 +138,15 @@ def test_eval_qa_reports_exact_match_and_a_baseline(qa, capsys):
     assert "(always " in table  # the most-frequent-author baseline
 
 
+def test_eval_qa_speaks_chinese_under_a_chinese_locale(qa, monkeypatch, capsys):
+    monkeypatch.setenv("MINIGPT_LANG", "zh")
+    assert run(eval_qa, "--checkpoint", qa / "out" / "ckpt.pt", "--heldout", qa / "heldout.tsv", "--train_text",
+               qa / "qa.txt", "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    assert "| 问题 | 留出的题数 | 完全答对 | 基线 |" in out and "| 两位数加法（例如 37+58） |" in out
+    assert "死记硬背" in out and "question" not in out
+
+
 def test_answer_all_stops_at_the_end_marker_and_batches_by_length():
     class Parrot:  # a stand-in model that always continues with "42\n\n" and then noise
         def generate_stream(self, idx, max_new_tokens, temperature):
