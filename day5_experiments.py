@@ -55,8 +55,8 @@ class Plan:
     poem_time: float  # seconds of training on the poems in experiment 4
 
 
-QUICK = Plan("quick", sizes=("tiny", "small", "medium"), size_shape=dict(block_size=64, batch_size=8, eval_iters=10),
-             equal_time=20, time_eval_interval=50, equal_steps=400,
+QUICK = Plan("quick", sizes=("tiny", "small", "medium"),
+             size_shape=dict(block_size=64, batch_size=8, eval_iters=10), equal_time=20, time_eval_interval=50, equal_steps=400,
              lr_shape=dict(preset="small", block_size=64, batch_size=16), lr_steps=300, poem_time=45)
 FULL = Plan("full", sizes=("tiny", "small", "default"), size_shape=dict(), equal_time=300, time_eval_interval=250, equal_steps=1500,
             lr_shape=dict(preset="small", block_size=128, batch_size=32), lr_steps=3000, poem_time=580)

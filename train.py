@@ -47,8 +47,8 @@ from optim import Optimizers, WeightAverage, learning_rate, make_optimizer, prog
 from plots import plot_losses
 from token_cache import load_tokens
 from train_runtime import (
-    CpuMeter, OutDirLock, Pace, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, choose_threads, setup_distributed,
-    slow_run_note,
+    CpuMeter, OutDirLock, Pace, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, choose_threads,
+    setup_distributed, slow_run_note,
 )
 from utils import REPO_DIR, CharTokenizer, estimate_loss, full_split_loss, get_batch, set_seed, train_val_split
 
@@ -112,7 +112,7 @@ def train(args, rank, world_size, device):
     run = prepare(args, rank, world_size, device)  # config, data, model, optimizer; resumed if asked
     cfg, state = run.cfg, run.state
     start = time.perf_counter() - state.seconds  # the clock continues where a resumed run stopped
-    run.meter, run.pace = CpuMeter(), Pace(state.step, state.seconds)  # to tell, at the end, whether other programs slowed it
+    run.meter, run.pace = CpuMeter(), Pace(state.step, state.seconds)  # did other programs slow it down?
     bar = progress_bar(run)
     with StopRequest() as ctrl_c, stop_cleanly(run, bar):
         while True:
