@@ -256,7 +256,7 @@ def experiment_lr(plan, args, scale):
 
     lines = ["## Experiment 2: learning rate · 实验2：学习率", "",
              f"The `small` model, {', '.join(f'{k} {v}' for k, v in plan.lr_shape.items() if k != 'preset')}, "
-             f"{steps} steps each, warmup and cosine decay as in `train.py`. {tuned:g} is this repo's tuned CPU value.",
+             f"{steps} steps each, with `train.py`'s learning-rate schedule. {tuned:g} is this repo's tuned CPU value.",
              "", f"| learning rate | final train loss | final val loss | first step with val ≤ {target:.2f} |",
              "| ---: | ---: | ---: | ---: |"]
     for lr, r in results.items():
