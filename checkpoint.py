@@ -145,30 +145,21 @@ def state_dict_mismatch(model, state_dict):
 VOCAB_ROWS = ("token_embedding.weight", "lm_head.weight", "lm_head.bias")
 
 
-def load_grown(model, state_dict, old_vocab):
-    """Load a trained model's weights into model, whose vocabulary is the old one with new characters appended.
+def grow_vocabulary(state_dict, old_vocab, new_vocab):
+    """A trained model's weights for a vocabulary of new_vocab characters: the old one with new characters appended.
 
     The old characters keep their rows. Each new character's row starts as the mean of the old rows: a vector
     inside the region the trained layers have learned to read, and, through the tied output layer, a logit
     that starts at the average character's rather than at a random one, so no new character is predicted
     wildly before fine-tuning has seen it (Hugging Face's resize_token_embeddings also starts at the mean).
-    Returns None, or a description of the first weight that doesn't fit."""
-    grown = {}
-    for name, target in model.state_dict().items():
-        source = state_dict.get(name)
-        if source is None:
-            return f"{name} is missing"
-        if name in VOCAB_ROWS and source.shape[0] == old_vocab and source.shape[1:] == target.shape[1:]:
-            source = torch.cat([source, source.mean(0, keepdim=True).expand(target.shape[0] - old_vocab,
-                                                                           *source.shape[1:])])
-        if source.shape != target.shape:
-            return f"{name} is {list(source.shape)}, the model needs {list(target.shape)}"
-        grown[name] = source
-    extra = sorted(set(state_dict) - set(grown))
-    if extra:
-        return f"unexpected {extra[0]}"
-    model.load_state_dict(grown)
-    return None
+    Check the result with state_dict_mismatch before loading it."""
+    grown = dict(state_dict)
+    for name in VOCAB_ROWS:
+        rows = state_dict.get(name)
+        if rows is not None and rows.shape[0] == old_vocab < new_vocab:
+            mean = rows.mean(0, keepdim=True).expand(new_vocab - old_vocab, *rows.shape[1:])
+            grown[name] = torch.cat([rows, mean])  # (new_vocab, ...)
+    return grown
 
 
 def load_model(path, device="cpu", train_command="python3 train.py"):

@@ -55,11 +55,12 @@ class Plan:
     poem_time: float  # seconds of training on the poems in experiment 4
 
 
-QUICK = Plan("quick", sizes=("tiny", "small", "medium"),
-             size_shape=dict(block_size=64, batch_size=8, eval_iters=10), equal_time=20, time_eval_interval=50, equal_steps=400,
+QUICK = Plan("quick", sizes=("tiny", "small", "medium"), size_shape=dict(block_size=64, batch_size=8, eval_iters=10),
+             equal_time=20, time_eval_interval=50, equal_steps=400,
              lr_shape=dict(preset="small", block_size=64, batch_size=16), lr_steps=300, poem_time=45)
-FULL = Plan("full", sizes=("tiny", "small", "default"), size_shape=dict(), equal_time=300, time_eval_interval=250, equal_steps=1500,
-            lr_shape=dict(preset="small", block_size=128, batch_size=32), lr_steps=3000, poem_time=580)
+FULL = Plan("full", sizes=("tiny", "small", "default"), size_shape=dict(), equal_time=300, time_eval_interval=250,
+            equal_steps=1500, lr_shape=dict(preset="small", block_size=128, batch_size=32), lr_steps=3000,
+            poem_time=580)
 
 LEARNING_RATES = [1e-5, 3e-4, 1e-3, 3e-3]  # the tutorial's list; the repo's tuned value is added to it
 SAMPLING = [  # (label, generate keyword arguments)

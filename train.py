@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from checkpoint import (
-    load_checkpoint, load_grown, make_checkpoint, save_checkpoint, saved_model_args, state_dict_mismatch,
+    grow_vocabulary, load_checkpoint, make_checkpoint, save_checkpoint, saved_model_args, state_dict_mismatch,
 )
 from cli import UserError, run_main
 from config import (
@@ -316,10 +316,12 @@ def prepare(args, rank, world_size, device):
     set_seed(state.seed)
     model = GPTModel.from_config(cfg, tokenizer.vocab_size)  # the same initial weights everywhere
     if source:  # ... or the trained ones, with a row for each new character
-        mismatch = load_grown(model, source["model_state_dict"], source["vocab_size"])
+        weights = grow_vocabulary(source["model_state_dict"], source["vocab_size"], tokenizer.vocab_size)
+        mismatch = state_dict_mismatch(model, weights)
         if mismatch:
             raise UserError(_("{path}'s weights do not fit the model its config describes ({mismatch})").format(
                 path=args.init_from, mismatch=mismatch))
+        model.load_state_dict(weights)
     model = model.to(device)
     torch.manual_seed(state.seed + rank)  # ... but each process its own dropout masks
     optimizer = make_optimizer(model, cfg, device)
