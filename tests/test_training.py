@@ -191,7 +191,9 @@ def test_two_processes_on_cpu_train_in_sync_and_rank_0s_clock_ends_them(tmp_path
     assert result.stdout.count("step     5 |") == 1  # only rank 0 logs
     log = read_log(tmp_path / "out" / "log.csv")
     steps = [r["step"] for r in log]
-    assert steps[:-1] == list(range(0, 5 * len(steps) - 5, 5)) and steps[-1] > steps[-2]  # every 5 steps, then the end
+    # Every 5 steps (a quick evaluation may add some on the clock, every twelfth of the budget), then the end.
+    every_5 = [step for step in steps[:-1] if step % 5 == 0]
+    assert every_5 == list(range(0, 5 * len(every_5), 5)) and steps == sorted(set(steps))
     assert 0 < steps[-1] < 1000000 and log[-1]["seconds"] >= 3  # the clock ended it
     assert (tmp_path / "out" / "ckpt.pt").exists() and (tmp_path / "out" / "loss.png").exists()
 
