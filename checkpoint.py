@@ -17,7 +17,7 @@ import torch
 from cli import UserError
 from i18n import _
 from model import MODEL_ARGS, GPTModel
-from utils import CharTokenizer
+from utils import tokenizer_from_checkpoint
 
 
 def readable_mode():
@@ -67,12 +67,16 @@ def make_checkpoint(model, tokenizer, config, **extra):
 
     config: a dict (or dataclass) with at least n_embd, num_heads, n_layer and block_size.
     `tokenizer_itos` is never read back (it is stoi inverted), but the tutorial's format has it, so
-    checkpoints stay loadable by the tutorial's own code.
+    checkpoints stay loadable by the tutorial's own code. A BPE tokenizer is saved as its merges
+    under `tokenizer` instead.
     """
+    if tokenizer.kind == "bpe":
+        saved_tokenizer = {"tokenizer": tokenizer.to_checkpoint()}
+    else:
+        saved_tokenizer = {"tokenizer_stoi": tokenizer.stoi, "tokenizer_itos": tokenizer.itos}
     return {
         "model_state_dict": model.state_dict(),
-        "tokenizer_stoi": tokenizer.stoi,
-        "tokenizer_itos": tokenizer.itos,
+        **saved_tokenizer,
         "vocab_size": tokenizer.vocab_size,
         "config": asdict(config) if is_dataclass(config) else dict(config),
         **extra,
@@ -115,7 +119,7 @@ def model_from_checkpoint(ckpt, device="cpu"):
     """Rebuild (model, tokenizer) from a checkpoint dict: train.py's, or day 4's (the same format)."""
     try:
         model = GPTModel(ckpt["vocab_size"], **saved_model_args(ckpt["config"], ckpt["model_state_dict"]))
-        tokenizer = CharTokenizer.from_stoi(ckpt["tokenizer_stoi"])
+        tokenizer = tokenizer_from_checkpoint(ckpt)
         state_dict = ckpt["model_state_dict"]
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(_("this checkpoint does not hold a Mini-GPT model ({reason})").format(

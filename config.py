@@ -42,6 +42,10 @@ class Config:
     head_bias: bool = _param(False, "give the output layer a learned bias per character (true or false)")
     # off: on a CPU it makes attention 6.5x slower (no fused kernel with dropout); 0.1 fell far behind in 10 minutes
     dropout: float = _param(0.0, "dropout probability while training (0 = off; helps big models not overfit)")
+    # --- tokens ---
+    tokenizer: str = _param("char", "char: one token per character (day 1); bpe: byte-pair encoding, subword tokens "
+                                    "learned from the training text (day1_bpe.py)")
+    vocab_size: int = _param(512, "with --tokenizer bpe: how many tokens, the 256 bytes plus the merges learned")
     # --- training ---
     # 16 x 256 = 4,096 tokens a step, as many as 32 x 128 was
     batch_size: int = _param(16, "sequences per training step")
@@ -171,6 +175,10 @@ def validate(cfg):
     """Raise ValueError with a clear message for settings that cannot work."""
     check_model_args(**{name: getattr(cfg, name) for name in MODEL_ARGS})  # the model's own checks
     checks = [
+        (cfg.tokenizer in ("char", "bpe"), _("tokenizer must be char or bpe, got {value!r}").format(
+            value=cfg.tokenizer)),
+        (256 <= cfg.vocab_size <= 1 << 16, _("vocab_size must be from 256 (the bytes) to 65536, got {value}").format(
+            value=cfg.vocab_size)),
         (cfg.batch_size >= 1, _("batch_size must be >= 1")),
         (cfg.max_iters >= 0, _("max_iters must be >= 0")),
         (cfg.eval_interval >= 1, _("eval_interval must be >= 1")),

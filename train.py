@@ -50,7 +50,11 @@ from train_runtime import (
     CpuMeter, OutDirLock, Pace, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, choose_threads,
     setup_distributed, slow_run_note,
 )
-from utils import REPO_DIR, CharTokenizer, estimate_loss, full_split_loss, get_batch, set_seed, train_val_split
+from bpe import BPETokenizer, train as train_bpe, train_fast
+from utils import (
+    REPO_DIR, CharTokenizer, estimate_loss, full_split_scores, get_batch, read_text, set_seed, tokenizer_from_checkpoint,
+    train_val_split,
+)
 
 DEFAULT_DATA = REPO_DIR / "data" / "input.txt"
 DEFAULT_SEED = 1337
@@ -58,6 +62,8 @@ DEFAULT_SEED = 1337
 CLOCK_EVALS = 12
 # What a resumed run cannot change: the model's shape and architecture (dropout, a training setting, can).
 MODEL_SIZE = tuple(name for name in MODEL_ARGS if name != "dropout")
+# ... nor how the text becomes tokens.
+TOKENS = ("tokenizer", "vocab_size")
 
 
 def parse_args(argv=None):
@@ -143,6 +149,8 @@ class HistoryRow(NamedTuple):
     train_loss: float
     val_loss: float
     full_val_loss: float = math.nan  # the whole validation split, measured once for the best model
+    val_bpc: float = math.nan  # val_loss in bits per character of the text (val_loss / ln 2 for a character model)
+    full_val_bpc: float = math.nan  # full_val_loss in bits per character: the number that compares tokenizers
 
 
 @dataclass
@@ -174,7 +182,7 @@ class Run:
     """Everything prepare() sets up. During training only `state` and the weights change."""
     cfg: Config
     state: RunState
-    tokenizer: CharTokenizer
+    tokenizer: object  # utils.CharTokenizer or bpe.BPETokenizer
     raw_model: GPTModel  # what is saved and sampled
     model: torch.nn.Module  # what trains: raw_model, maybe compiled and wrapped for DDP
     optimizer: Optimizers
@@ -190,6 +198,7 @@ class Run:
     threads: tuple = ()  # (threads PyTorch would use, threads this run uses, cores other programs kept busy)
     meter: CpuMeter = None
     pace: Pace = None
+    tokens_per_char: float = 1.0  # of the validation split: turns a loss per token into one per character
 
     @property
     def master(self):  # only the first process logs, evaluates, samples and saves
@@ -255,7 +264,8 @@ def evaluate_and_save(run):
         raise FloatingPointError(state.step)
     run.eval_seconds = time.perf_counter() - started
     lr = learning_rate(cfg, state.step, state.seconds)
-    state.history.append(HistoryRow(state.step, state.seconds, lr, losses["train"], losses["val"]))
+    bpc = losses["val"] * run.tokens_per_char / math.log(2)  # nats per token -> bits per character
+    state.history.append(HistoryRow(state.step, state.seconds, lr, losses["train"], losses["val"], val_bpc=bpc))
     note = ""
     if state.step > 0 and losses["val"] < state.best_val_loss:
         state.best_val_loss = losses["val"]
@@ -293,25 +303,16 @@ def prepare(args, rank, world_size, device):
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
 
-    text_data = load_tokens(state.data)  # encoded once, then cached beside the text file
-    added = []
-    if resumed:  # the vocabulary it was saved with (a fine-tuned run's is its source's, grown)
-        tokenizer = CharTokenizer.from_stoi(resumed["tokenizer_stoi"])
-        fits = set(text_data.stoi) <= set(tokenizer.stoi) if state.init_from else text_data.stoi == tokenizer.stoi
-        if not fits:
-            raise UserError(_("{data} has changed since {path} was saved; resume needs the same text").format(
-                data=state.data, path=last_path))
-    elif source:
-        tokenizer, added = CharTokenizer.from_stoi(source["tokenizer_stoi"]).extended(text_data.stoi)
-    else:
-        tokenizer = CharTokenizer.from_stoi(text_data.stoi)
-    tokens = text_data.ids_in(tokenizer.stoi)
-    train_data, val_data = train_val_split(tokens)
-    if len(val_data) <= cfg.block_size:
+    if cfg.tokenizer == "char" and args.vocab_size is not None:
+        raise UserError(_("--vocab_size sets the size of a BPE vocabulary; a character tokenizer's is the number of "
+                          "distinct characters in the text. Add --tokenizer bpe, or drop --vocab_size"))
+    corpus = load_corpus(cfg, state, resumed, source, last_path)
+    tokenizer = corpus.tokenizer
+    if len(corpus.val) <= cfg.block_size:
         raise UserError(_(
             "{data} has {n:,} characters, too few for block_size {block_size}: the validation tenth needs more "
             "than {block_size}. Use a longer text or a smaller --block_size."
-        ).format(data=state.data, n=len(tokens), block_size=cfg.block_size))
+        ).format(data=state.data, n=corpus.n_chars, block_size=cfg.block_size))
 
     set_seed(state.seed)
     model = GPTModel.from_config(cfg, tokenizer.vocab_size)  # the same initial weights everywhere
@@ -340,14 +341,78 @@ def prepare(args, rank, world_size, device):
     if world_size > 1:
         trained = DDP(trained, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
     run = Run(cfg=cfg, state=state, tokenizer=tokenizer, raw_model=model, model=trained, optimizer=optimizer,
-              batch_generator=batch_generator, splits={"train": train_data, "val": val_data},
+              batch_generator=batch_generator, splits={"train": corpus.train, "val": corpus.val},
               autocast=autocast_context(device, cfg.precision), out_dir=out_dir, device=device, rank=rank,
-              world_size=world_size, average=average, threads=choose_threads(device, world_size))
+              world_size=world_size, average=average, threads=choose_threads(device, world_size),
+              tokens_per_char=len(corpus.val) / corpus.val_chars)
     if run.master:
-        describe(run, preset, args, resumed, len(tokens))
+        describe(run, preset, args, resumed, corpus)
         if source:
-            describe_source(run, source, added)
+            describe_source(run, source, corpus.added)
     return run
+
+
+@dataclass
+class Corpus:
+    """The text a run learns from, as token ids: the first 90% of its characters to train on, the rest to
+    validate on, and the tokenizer that made the ids."""
+    tokenizer: object  # utils.CharTokenizer or bpe.BPETokenizer
+    train: object  # token ids: a 1-D tensor or numpy array
+    val: object
+    n_chars: int
+    val_chars: int  # characters in the validation split: what bits per character divides by
+    added: list = field(default_factory=list)  # fine-tuning: characters appended to the source's vocabulary
+    bpe_seconds: float = 0.0  # how long learning the BPE merges took (0: they came from a checkpoint)
+
+
+def load_corpus(cfg, state, resumed, source, last_path):
+    """Tokenize the run's text: characters (cached beside the file), or BPE learned from the training split."""
+    if cfg.tokenizer == "bpe":
+        return load_bpe_corpus(cfg, state, resumed or source)
+    text_data = load_tokens(state.data)  # encoded once, then cached beside the text file
+    added = []
+    if resumed:  # the vocabulary it was saved with (a fine-tuned run's is its source's, grown)
+        tokenizer = tokenizer_from_checkpoint(resumed)
+        fits = set(text_data.stoi) <= set(tokenizer.stoi) if state.init_from else text_data.stoi == tokenizer.stoi
+        if not fits:
+            raise UserError(_("{data} has changed since {path} was saved; resume needs the same text").format(
+                data=state.data, path=last_path))
+    elif source:
+        tokenizer, added = tokenizer_from_checkpoint(source).extended(text_data.stoi)
+    else:
+        tokenizer = CharTokenizer.from_stoi(text_data.stoi)
+    tokens = text_data.ids_in(tokenizer.stoi)
+    train_data, val_data = train_val_split(tokens)  # a token per character: the same cut as the text's
+    return Corpus(tokenizer, train_data, val_data, len(tokens), len(val_data), added)
+
+
+# BPE is learned by the readable bpe.train when Hugging Face's tokenizers is not installed: fine for tiny
+# Shakespeare (about 20 s), far too slow for the poems.
+READABLE_BPE_LIMIT = 2_000_000
+
+
+def load_bpe_corpus(cfg, state, saved):
+    """BPE ids of the text. The merges are learned from the training split only (the validation text stays
+    unseen), or come from the checkpoint being resumed or fine-tuned. Each split is encoded on its own."""
+    text = read_text(state.data)
+    train_text, val_text = train_val_split(text)
+    seconds = 0.0
+    if saved:
+        tokenizer = tokenizer_from_checkpoint(saved)
+    else:
+        started = time.perf_counter()
+        try:
+            tokenizer = BPETokenizer(train_fast(train_text, cfg.vocab_size))
+        except ImportError:
+            if len(train_text) > READABLE_BPE_LIMIT:
+                raise UserError(_("learning BPE merges from {n:,} characters needs Hugging Face's tokenizers library: "
+                                  "pip install -r requirements-hf.txt").format(n=len(train_text))) from None
+            print(_("note: tokenizers is not installed, so the readable bpe.py learns the merges (the same ones, "
+                    "slower); pip install -r requirements-hf.txt makes it take a second"))
+            tokenizer = BPETokenizer(train_bpe(train_text, cfg.vocab_size))
+        seconds = time.perf_counter() - started
+    splits = [torch.from_numpy(tokenizer.encode_array(part).astype("int64")) for part in (train_text, val_text)]
+    return Corpus(tokenizer, *splits, len(text), len(val_text), bpe_seconds=seconds)
 
 
 def load_source(args, out_dir):
@@ -357,7 +422,7 @@ def load_source(args, out_dir):
         raise UserError(_("--init_from {path} is inside --out_dir {out_dir}, so this run would overwrite the model "
                           "it starts from; give another --out_dir").format(path=path, out_dir=out_dir))
     source = load_checkpoint(path, "cpu")
-    if "model_state_dict" not in source or "tokenizer_stoi" not in source:
+    if "model_state_dict" not in source or not ({"tokenizer_stoi", "tokenizer"} & set(source)):
         raise UserError(_("{path} is not a checkpoint that Mini-GPT can read (a damaged file, or not one written "
                           "by train.py); pass the ckpt.pt that train.py saved").format(path=path))
     return source
@@ -370,12 +435,19 @@ def source_model_args(args, source):
     if args.preset is not None:
         raise UserError(_("--init_from takes the model's size from {path}, so it can't take --preset {preset}; "
                           "drop --preset").format(path=args.init_from, preset=args.preset))
+    saved = {**saved, **saved_tokens(source)}
     conflicts = [_("--{name} {given} (it has {saved})").format(name=name, given=getattr(args, name), saved=saved[name])
-                 for name in MODEL_SIZE if getattr(args, name) is not None and getattr(args, name) != saved[name]]
+                 for name in (*MODEL_SIZE, *TOKENS) if getattr(args, name) is not None and getattr(args, name) != saved[name]]
     if conflicts:
         raise UserError(_("--init_from {path} fine-tunes the model as it was trained, so it can't take {conflicts}. "
                           "Drop those flags").format(path=args.init_from, conflicts="; ".join(conflicts)))
-    return {name: saved[name] for name in MODEL_SIZE}
+    return {name: saved[name] for name in (*MODEL_SIZE, *TOKENS)}
+
+
+def saved_tokens(ckpt):
+    """A checkpoint's tokenizer settings: {"tokenizer": "char" or "bpe", "vocab_size": its size}."""
+    kind = tokenizer_from_checkpoint(ckpt).kind
+    return {"tokenizer": kind, "vocab_size": ckpt["vocab_size"] if kind == "bpe" else Config.vocab_size}
 
 
 def describe_source(run, source, added):
@@ -403,8 +475,8 @@ def check_resume_flags(args, resumed, last_path):
         conflicts.append(_("--seed {given} (its seed is {saved})").format(given=args.seed, saved=resumed["seed"]))
     if args.preset is not None:
         conflicts.append(_("--preset {given} (its sizes are saved)").format(given=args.preset))
-    saved_model = saved_model_args(saved_cfg, resumed["model_state_dict"])
-    for name in MODEL_SIZE:
+    saved_model = {**saved_model_args(saved_cfg, resumed["model_state_dict"]), **saved_tokens(resumed)}
+    for name in (*MODEL_SIZE, *TOKENS):
         given, saved = getattr(args, name), saved_model.get(name)
         if given is not None and given != saved:
             conflicts.append(_("--{name} {given} (it has {saved})").format(name=name, given=given, saved=saved))
@@ -418,6 +490,7 @@ def resumed_config(args, resumed):
     """The saved config, with the hyperparameter flags given now applied on top."""
     known = {k: v for k, v in resumed["config"].items() if k in Config.__dataclass_fields__}
     known.update(saved_model_args(resumed["config"], resumed["model_state_dict"]))  # the model it was, even where Config's default moved on
+    known.update(saved_tokens(resumed))
     given = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and v is not None}
     return apply_overrides(Config(**known), given)
 
@@ -439,7 +512,7 @@ def restore(resumed, model, optimizer, batch_generator, last_path, average=None)
         average.load_state_dict(resumed["average_state_dict"])
 
 
-def describe(run, preset, args, resumed, n_chars):
+def describe(run, preset, args, resumed, corpus):
     """The start-up summary: device, config, data, model, how the run ends."""
     cfg, state = run.cfg, run.state
     where = str(run.last_path) if resumed else (_("preset {name}").format(name=preset) if preset else "config.py")
@@ -448,8 +521,14 @@ def describe(run, preset, args, resumed, n_chars):
     if preset and not args.preset and not resumed:
         print(_("note: on CUDA, train.py uses the {name} preset ({sizes}) instead of config.py's sizes; "
                 "--preset none uses config.py's values").format(name=preset, sizes=preset_sizes(preset)))
-    print(_("data: {data}: {n:,} characters, vocabulary of {vocab}").format(data=state.data, n=n_chars,
+    print(_("data: {data}: {n:,} characters, vocabulary of {vocab}").format(data=state.data, n=corpus.n_chars,
                                                                           vocab=run.tokenizer.vocab_size))
+    if run.tokenizer.kind == "bpe":
+        learned = (_("learned from the training split in {seconds:.1f} s").format(seconds=corpus.bpe_seconds)
+                   if corpus.bpe_seconds else _("from the checkpoint"))
+        print(_("tokens: BPE, 256 bytes + {merges:,} merges ({learned}); {tokens:,} tokens, {ratio:.2f} characters "
+                "per token").format(merges=run.tokenizer.vocab_size - 256, learned=learned,
+                                    tokens=len(corpus.train) + len(corpus.val), ratio=1 / run.tokens_per_char))
     print(_("model: {params:.2f}M parameters (n_embd {n_embd}, num_heads {num_heads}, n_layer {n_layer}, "
             "block_size {block_size})").format(params=run.raw_model.num_params() / 1e6, n_embd=cfg.n_embd,
                                                num_heads=cfg.num_heads, n_layer=cfg.n_layer,
@@ -586,15 +665,17 @@ def finish(run):
         print("\n" + _("done: {steps} steps, so no trained model and no {ckpt}. Saved {saved}").format(
             steps=state.step, ckpt=run.ckpt_path, saved=saved))
         return
-    full_val = evaluate_best_model(run)
+    full_val, full_bpc = evaluate_best_model(run)
     write_log(state.history, out_dir / "log.csv")
     print("\n" + _("done: {steps} steps in {seconds:.0f}s, best val loss {best:.4f} ({batches} sampled batches), "
                    "{full:.4f} on the whole validation split. Saved {ckpt}, {saved}").format(
         steps=state.step, seconds=state.seconds, best=state.best_val_loss, batches=run.cfg.eval_iters, full=full_val,
         ckpt=run.ckpt_path, saved=saved))
+    print(_("bits per character: {bpc:.4f} on the whole validation split (the loss in bits, per character of "
+            "text: comparable across tokenizers)").format(bpc=full_bpc))
 
     if run.cfg.sample_tokens > 0:
-        start_id = run.tokenizer.stoi.get("\n", 0)
+        start_id = run.tokenizer.encode("\n")[-1] if not run.tokenizer.unknown("\n") else 0
         context = torch.full((1, 1), start_id, dtype=torch.long, device=run.device)
         sample = run.raw_model.generate(context, run.cfg.sample_tokens, temperature=0.8)
         print("\n" + _("sample (temperature 0.8):") + "\n" + "-" * 60)
@@ -623,12 +704,13 @@ def evaluate_best_model(run):
     # As many windows per forward pass as keep the logits near 16 MB: quick, and small enough for a laptop.
     batch = max(1, min(512, 2**22 // (run.cfg.block_size * run.tokenizer.vocab_size)))
     # No autocast: in fp32 whatever the run trained in, so runs are compared by the model's exact loss.
-    full_val = full_split_loss(run.raw_model, run.splits["val"], run.cfg.block_size, batch, run.device)
-    best["full_val_loss"] = full_val
-    save_checkpoint(best, run.ckpt_path)
+    full_val, full_bpc = full_split_scores(run.raw_model, run.splits["val"], run.cfg.block_size, batch, run.device,
+                                           run.tokenizer.chars_per_token)
+    best["full_val_loss"], best["full_val_bpc"] = full_val, full_bpc
     i = next(i for i, row in enumerate(state.history) if row.step == best["step"])
-    state.history[i] = state.history[i]._replace(full_val_loss=full_val)
-    return full_val
+    state.history[i] = state.history[i]._replace(full_val_loss=full_val, full_val_bpc=full_bpc)
+    save_checkpoint(best, run.ckpt_path)
+    return full_val, full_bpc
 
 
 def write_log(history, path):
@@ -637,7 +719,7 @@ def write_log(history, path):
         writer.writerow(HistoryRow._fields)
         for row in history:
             writer.writerow([row.step, f"{row.seconds:.1f}", f"{row.lr:.3g}", f"{row.train_loss:.4f}",
-                             f"{row.val_loss:.4f}", "" if math.isnan(row.full_val_loss) else f"{row.full_val_loss:.4f}"])
+                             f"{row.val_loss:.4f}", *("" if math.isnan(v) else f"{v:.4f}" for v in row[5:])])
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ mistake), device.py (device and precision), checkpoint.py, plots.py (pictures an
 optim.py (optimizers and the learning-rate schedule) and token_cache.py (a text's ids cached on disk).
 """
 
+import math
 import random
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bpe import BPETokenizer
 from cli import UserError
 from i18n import _
 
@@ -27,8 +29,11 @@ class CharTokenizer:
     """Character-level tokenizer: every distinct character in the text is one token.
 
     The vocabulary is the sorted set of characters, so the same text always gives the same ids.
-    `stoi` maps str -> int, `itos` maps int -> str.
+    `stoi` maps str -> int, `itos` maps int -> str. bpe.BPETokenizer, the subword tokenizer, has the
+    same methods, so every script works with either.
     """
+
+    kind = "char"
 
     def __init__(self, text):
         if not text:
@@ -80,6 +85,26 @@ class CharTokenizer:
         """str -> list[int]. Raises ValueError naming any character not in the vocabulary."""
         return self.encode_array(text).tolist()
 
+    def token_text(self, i):
+        """How token i reads: its character."""
+        return self.itos[i]
+
+    def unknown(self, text):
+        """The characters of text this tokenizer cannot encode (it knows only those of its training text)."""
+        return sorted(set(text) - set(self.stoi))
+
+    def decoder(self):
+        """decode() for ids that arrive one at a time (streaming): a character is always whole."""
+        return self
+
+    def rest(self):
+        return ""
+
+    @property
+    def chars_per_token(self):
+        """Characters per token, for bits per character: one each."""
+        return np.ones(self.vocab_size, dtype=np.int64)
+
     def decode(self, ids):
         """list[int] (or a 1-D tensor) -> str."""
         if isinstance(ids, torch.Tensor):
@@ -89,6 +114,14 @@ class CharTokenizer:
         except KeyError as e:
             raise ValueError(_("cannot decode id {id}: ids go from 0 to {last}").format(
                 id=e.args[0], last=self.vocab_size - 1)) from None
+
+
+def tokenizer_from_checkpoint(ckpt):
+    """The tokenizer a checkpoint was trained with: its BPE merges, or (the tutorial's format) its characters."""
+    saved = ckpt.get("tokenizer")
+    if isinstance(saved, dict) and saved.get("kind") == "bpe":
+        return BPETokenizer.from_checkpoint(saved)
+    return CharTokenizer.from_stoi(ckpt["tokenizer_stoi"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,12 +220,12 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, see
 
 
 @torch.no_grad()
-def full_split_loss(model, data, block_size, batch_size, device):
-    """Mean loss over the whole of `data`: every non-overlapping window of block_size characters.
+def token_losses(model, data, block_size, batch_size, device):
+    """The loss (nats) of every prediction in the whole of `data`, and the token each one predicts.
 
-    Each character (but the first) is predicted exactly once, from the characters before it in its
-    window. estimate_loss() samples a few random windows, which is quick but noisy; this is the
-    number to compare runs by. Returns a float.
+    The windows are every non-overlapping run of block_size tokens: each token but the first is
+    predicted exactly once, from the tokens before it in its window. Returns (losses, targets),
+    1-D float and int64 tensors on the CPU, in text order.
     """
     n = (len(data) - 1) // block_size  # whole windows: their targets still fit in data
     if n == 0:
@@ -203,10 +236,30 @@ def full_split_loss(model, data, block_size, batch_size, device):
     y = data[1 : n * block_size + 1].view(n, block_size).long()
     was_training = model.training
     model.eval()
-    total = 0.0
+    losses = []
     for i in range(0, n, batch_size):
         logits, _ = model(x[i : i + batch_size].to(device))
-        total += F.cross_entropy(logits.flatten(0, 1).float(), y[i : i + batch_size].to(device).flatten(),
-                                 reduction="sum").item()
+        losses.append(F.cross_entropy(logits.flatten(0, 1).float(), y[i : i + batch_size].to(device).flatten(),
+                                      reduction="none").cpu())
     model.train(was_training)
-    return total / (n * block_size)
+    return torch.cat(losses), y.flatten()
+
+
+def full_split_loss(model, data, block_size, batch_size, device):
+    """Mean loss (nats per token) over the whole of `data` (see token_losses). estimate_loss() samples
+    a few random windows, which is quick but noisy; this is the number to compare runs by. Returns a float."""
+    losses, _ = token_losses(model, data, block_size, batch_size, device)
+    return losses.double().mean().item()
+
+
+def full_split_scores(model, data, block_size, batch_size, device, chars_per_token):
+    """(nats per token, bits per character) over the whole of `data`.
+
+    Bits per character is the one number that compares models with different tokenizers: the same
+    total surprise, in bits (nats / ln 2), divided by the characters of text predicted rather than
+    by the tokens. For a character model it is simply the loss / ln 2.
+    chars_per_token: a numpy array, characters in each token id (the tokenizer's).
+    """
+    losses, targets = token_losses(model, data, block_size, batch_size, device)
+    chars = torch.as_tensor(chars_per_token)[targets].sum().item()
+    return losses.double().mean().item(), losses.double().sum().item() / math.log(2) / chars
