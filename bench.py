@@ -32,7 +32,6 @@ def parse_args(argv=None):
     parser.add_argument("--preset", choices=[*sorted(PRESETS), "none"], default=None,
                         help=f"model size from config.py (default: {CUDA_PRESET} on CUDA, config.py's values elsewhere)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--vocab_size", type=int, default=65, help="vocabulary size (65 = tiny Shakespeare)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the table shows their median")
     parser.add_argument("--steps", type=int, default=10, help="training steps per timed repeat (0 = skip training)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (and compilation)")
@@ -41,8 +40,10 @@ def parse_args(argv=None):
     parser.add_argument("--nanogpt", default=None, metavar="MODEL_PY",
                         help="also time nanoGPT's GPT (the model.py of a nanoGPT checkout) with the same sizes, batch, "
                              "optimizer and precision, interleaved with this repo's model in this process")
-    add_config_args(parser)
-    return parser.parse_args(argv)
+    add_config_args(parser)  # its --vocab_size is the timed model's vocabulary here: 65 (tiny Shakespeare's) if not given
+    args = parser.parse_args(argv)
+    args.vocab, args.vocab_size = args.vocab_size or 65, None
+    return args
 
 
 def sync(device):
@@ -105,12 +106,12 @@ def random_batches(cfg, vocab_size, device):
 
 def bench_training(cfg, args, device):
     set_seed(0)
-    model = GPTModel.from_config(cfg, args.vocab_size).to(device)
+    model = GPTModel.from_config(cfg, args.vocab).to(device)
     optimizer = make_optimizer(model, cfg, device)
     compiled = should_compile(cfg, device)
     runner = torch.compile(model) if compiled else model
     autocast = autocast_context(device, cfg.precision)
-    batch = random_batches(cfg, args.vocab_size, device)
+    batch = random_batches(cfg, args.vocab, device)
 
     def steps(n):
         for _ in range(n):
@@ -139,15 +140,15 @@ def bench_against_nanogpt(cfg, args, device):
     nanogpt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(nanogpt)
     set_seed(0)
-    ours = GPTModel.from_config(cfg, args.vocab_size).to(device)
+    ours = GPTModel.from_config(cfg, args.vocab).to(device)
     ours_opt = make_optimizer(ours, cfg, device)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter counts
-        theirs = nanogpt.GPT(nanogpt.GPTConfig(block_size=cfg.block_size, vocab_size=args.vocab_size,
+        theirs = nanogpt.GPT(nanogpt.GPTConfig(block_size=cfg.block_size, vocab_size=args.vocab,
                                                n_layer=cfg.n_layer, n_head=cfg.num_heads, n_embd=cfg.n_embd,
                                                dropout=cfg.dropout)).to(device)
     theirs_opt = make_optimizer(theirs, cfg, device, blocks=theirs.transformer.h)
     autocast = autocast_context(device, cfg.precision)
-    batch = random_batches(cfg, args.vocab_size, device)
+    batch = random_batches(cfg, args.vocab, device)
 
     models = {"mini-gpt": (ours, ours_opt), "nanogpt": (theirs, theirs_opt)}
     rates = {name: [] for name in models}
@@ -195,7 +196,7 @@ def main(argv=None):
         device=device, hardware=hardware, torch=torch.__version__, threads=torch.get_num_threads()))
     print(_("config: n_embd {n_embd}, num_heads {num_heads}, n_layer {n_layer}, block_size {block_size}, batch_size "
             "{batch_size}, grad_accum {grad_accum}, vocab {vocab}, optimizer {optimizer}").format(
-        vocab=args.vocab_size, **{k: getattr(cfg, k) for k in ("n_embd", "num_heads", "n_layer", "block_size",
+        vocab=args.vocab, **{k: getattr(cfg, k) for k in ("n_embd", "num_heads", "n_layer", "block_size",
                                                                 "batch_size", "grad_accum", "optimizer")}))
 
     precision = resolve_precision(device, cfg.precision)
@@ -204,7 +205,7 @@ def main(argv=None):
         model, compiled, train_rates, fpt = bench_training(cfg, args, device)
     else:  # generation only: an untrained model generates just as fast
         set_seed(0)
-        model = GPTModel.from_config(cfg, args.vocab_size).to(device)
+        model = GPTModel.from_config(cfg, args.vocab).to(device)
         compiled, train_rates, fpt = False, [], flops_per_token(model, cfg)
     gen = bench_generation(model, args, device) if args.gen_tokens else {}
     train_median = statistics.median(train_rates) if train_rates else 0.0
