@@ -97,9 +97,6 @@ class CharTokenizer:
         """decode() for ids that arrive one at a time (streaming): a character is always whole."""
         return self
 
-    def rest(self):
-        return ""
-
     @property
     def chars_per_token(self):
         """Characters per token, for bits per character: one each."""
@@ -223,26 +220,28 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, see
 def token_losses(model, data, block_size, batch_size, device):
     """The loss (nats) of every prediction in the whole of `data`, and the token each one predicts.
 
-    The windows are every non-overlapping run of block_size tokens: each token but the first is
-    predicted exactly once, from the tokens before it in its window. Returns (losses, targets),
-    1-D float and int64 tensors on the CPU, in text order.
+    The text is cut into windows of block_size tokens, one after the other (the last may be shorter).
+    Each token but the first is predicted exactly once, from the tokens before it in its window.
+    Returns (losses, targets), 1-D float and int64 tensors on the CPU, in text order.
     """
-    n = (len(data) - 1) // block_size  # whole windows: their targets still fit in data
-    if n == 0:
-        raise ValueError(f"need more than block_size={block_size} tokens, got {len(data)}")
-    if not isinstance(data, torch.Tensor):  # a read-only memory map of the token cache: copy what we use
-        data = torch.from_numpy(np.array(data[: n * block_size + 1], dtype=np.int64))
-    x = data[: n * block_size].view(n, block_size).long()
-    y = data[1 : n * block_size + 1].view(n, block_size).long()
+    if len(data) < 2:
+        raise ValueError(f"need at least 2 tokens to predict one, got {len(data)}")
+    if not isinstance(data, torch.Tensor):  # a read-only memory map of the token cache: copy it
+        data = torch.from_numpy(np.array(data, dtype=np.int64))
+    data = data.long()
+    n = (len(data) - 1) // block_size  # whole windows
+    x, y = data[: n * block_size].view(n, block_size), data[1 : n * block_size + 1].view(n, block_size)
+    batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size)]
+    if n * block_size + 1 < len(data):  # the rest: one shorter window
+        batches.append((data[n * block_size : -1][None], data[n * block_size + 1 :][None]))
     was_training = model.training
     model.eval()
     losses = []
-    for i in range(0, n, batch_size):
-        logits, _ = model(x[i : i + batch_size].to(device))
-        losses.append(F.cross_entropy(logits.flatten(0, 1).float(), y[i : i + batch_size].to(device).flatten(),
-                                      reduction="none").cpu())
+    for xb, yb in batches:
+        logits, _ = model(xb.to(device))
+        losses.append(F.cross_entropy(logits.flatten(0, 1).float(), yb.to(device).flatten(), reduction="none").cpu())
     model.train(was_training)
-    return torch.cat(losses), y.flatten()
+    return torch.cat(losses), data[1:]
 
 
 def full_split_loss(model, data, block_size, batch_size, device):

@@ -167,14 +167,18 @@ def test_lr_schedule_warmup_stable_decay():
 def test_full_split_loss_is_the_mean_over_every_window_of_the_split():
     torch.manual_seed(0)
     model = GPTModel(7, n_embd=8, num_heads=2, n_layer=1, block_size=5)
-    data = torch.randint(7, (53,))  # 10 whole windows of 5 (+1 target); the last 2 tokens are left out
-    by_hand = [model(data[i:i + 5][None], data[i + 1:i + 6][None])[1].item() for i in range(0, 50, 5)]
+    data = torch.randint(7, (53,))  # 10 whole windows of 5 (+1 target), then a window of the last 2 targets
+    by_hand = [model(data[i:i + 5][None], data[i + 1:i + 6][None])[1].item() * 5 for i in range(0, 50, 5)]
+    by_hand.append(model(data[50:52][None], data[51:53][None])[1].item() * 2)
     for batch_size in (1, 3, 64):  # batching does not change the number
-        assert math.isclose(full_split_loss(model, data, 5, batch_size, "cpu"), sum(by_hand) / 10, rel_tol=1e-5)
-    assert math.isclose(full_split_loss(model, data.numpy(), 5, 4, "cpu"), sum(by_hand) / 10, rel_tol=1e-5)
+        assert math.isclose(full_split_loss(model, data, 5, batch_size, "cpu"), sum(by_hand) / 52, rel_tol=1e-5)
+    assert math.isclose(full_split_loss(model, data.numpy(), 5, 4, "cpu"), sum(by_hand) / 52, rel_tol=1e-5)
     assert model.training  # the mode is restored
-    with pytest.raises(ValueError, match="need more than block_size"):
-        full_split_loss(model, data[:5], 5, 4, "cpu")
+    short = data[:4]  # shorter than a window: one window of 3 predictions
+    assert math.isclose(full_split_loss(model, short, 5, 4, "cpu"), model(short[None, :3], short[None, 1:])[1].item(),
+                        rel_tol=1e-5)
+    with pytest.raises(ValueError, match="need at least 2 tokens"):
+        full_split_loss(model, data[:1], 5, 4, "cpu")
 
 
 def test_progress_is_steps_or_clock_whichever_is_further():
