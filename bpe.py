@@ -161,14 +161,6 @@ class BPETokenizer:
         self._cache = {}  # word -> ids: a text repeats its words, so each is encoded once
         self._fast = None
 
-    @classmethod
-    def trained_on(cls, text, vocab_size):
-        """A tokenizer trained on text, by the library when it is installed (same merges, much faster)."""
-        try:
-            return cls(train_fast(text, vocab_size))
-        except ImportError:
-            return cls(train(text, vocab_size))
-
     def encode_word(self, word):
         ids = [ID_OF_BYTE[b] for b in word.encode("utf-8")]
         while len(ids) > 1:
@@ -241,6 +233,3 @@ class StreamDecoder:
 
     def decode(self, ids):
         return self.utf8.decode(b"".join(self.token_bytes[i] for i in ids))
-
-    def rest(self):
-        return self.utf8.decode(b"", final=True)

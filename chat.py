@@ -39,7 +39,7 @@ def problem_with(question, tokenizer):
     """Why the model can't be asked this question, or None if it can."""
     if not question.strip():
         return _("the question is empty; ask something, e.g. 37+58等于多少？")
-    unknown = sorted(set(prompt(question.strip())) - set(tokenizer.stoi))
+    unknown = tokenizer.unknown(prompt(question.strip()))
     if unknown:
         return _("the model has never seen {chars}, so it can't read this question; ask it without them").format(
             chars=", ".join(map(repr, unknown)))
@@ -64,7 +64,7 @@ def main(argv=None):
         raise UserError(_("--max_new_tokens must be >= 1, got {value}").format(value=args.max_new_tokens))
     train_qa = "python3 prepare_qa_data.py && " + TRAIN_COMMAND
     model, tokenizer = load_model(args.checkpoint, get_device(args.device), train_qa)
-    if "答" not in tokenizer.stoi:
+    if tokenizer.unknown("答"):
         raise UserError(_("{path} was not trained on Q&A text; train one with {command}").format(
             path=args.checkpoint, command=train_qa))
     set_seed(args.seed)

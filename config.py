@@ -81,7 +81,8 @@ class Config:
     precision: str = _param("auto", "bf16 or fp32 matrix multiplies: auto = bf16 on CUDA GPUs and on CPUs that "
                                     "multiply bf16 in hardware (AVX512-BF16, AMX), fp32 elsewhere")
     compile: str = _param("auto", "torch.compile the model: auto (on for CUDA only), true or false")
-    sample_tokens: int = _param(300, "characters to sample and print when training ends (0 = none)")
+    sample_tokens: int = _param(300, "tokens (characters, for --tokenizer char) to sample and print when training ends "
+                                       "(0 = none)")
 
 
 # Named model sizes from the tutorial's day 5, experiment 1. A preset sets only the fields it

@@ -87,8 +87,8 @@ def main(argv=None):
         raise UserError(_("--samples and --max_new_tokens must be >= 1"))
     device = get_device(args.device)
     model, tokenizer = load_model(args.checkpoint, device)
-    missing = [p for p in PROMPTS if set(p) - set(tokenizer.stoi)]
-    if missing or "\n" not in tokenizer.stoi:
+    missing = [p for p in PROMPTS if tokenizer.unknown(p)]
+    if missing or tokenizer.unknown("\n"):
         raise UserError(_("{path} was not trained on Python code; train one with python3 prepare_code_data.py && "
                           "python3 train.py --data data/code.txt --out_dir out-code").format(path=args.checkpoint))
     val = load_checkpoint(args.checkpoint).get("best_val_loss")

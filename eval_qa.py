@@ -67,15 +67,16 @@ def answer_all(model, tokenizer, questions, batch_size, max_new_tokens, device, 
     answers = {}
     by_length = defaultdict(list)
     for q in questions:
-        by_length[len(prompt(q))].append(q)
+        by_length[len(tokenizer.encode(prompt(q)))].append(q)
     for group in by_length.values():
         for i in range(0, len(group), batch_size):
             batch = group[i : i + batch_size]
             idx = torch.tensor([tokenizer.encode(prompt(q)) for q in batch], device=device)
             texts = [""] * len(batch)
+            decoders = [tokenizer.decoder() for _ in batch]  # a BPE token may end inside a character
             for token in model.generate_stream(idx, max_new_tokens, temperature=0):
                 for row, t in enumerate(token[:, 0].tolist()):
-                    texts[row] += tokenizer.itos[t]
+                    texts[row] += decoders[row].decode([t])
                 if all(END in text for text in texts):
                     break
             for q, text in zip(batch, texts):
@@ -100,14 +101,15 @@ def main(argv=None):
         raise UserError(_("no held-out questions at {path}; make them first with python3 prepare_qa_data.py").format(
             path=args.heldout))
     rows = read_heldout(args.heldout)
-    unknown = sorted({ch for _, q, _ in rows for ch in prompt(q)} - set(tokenizer.stoi))
+    unknown = tokenizer.unknown("".join(prompt(q) for _, q, _ in rows))
     if unknown:
         raise UserError(_("{path} does not know {chars}: it was not trained on the text {heldout} was made with. "
                           "Train it with --data data/qa.txt").format(path=args.checkpoint, heldout=args.heldout,
                                                                      chars=", ".join(map(repr, unknown[:10]))))
-    longest = max(len(a) for _, _, a in rows)
+    # The longest answer in tokens (a character model may never have seen some answers' characters)
+    longest = max(len(a + END) if tokenizer.kind == "char" else len(tokenizer.encode(a + END)) for _, _, a in rows)
     with tqdm(total=len(rows), desc=_("answering"), unit="q") as bar:
-        answers = answer_all(model, tokenizer, [q for _, q, _ in rows], args.batch_size, longest + len(END) + 2,
+        answers = answer_all(model, tokenizer, [q for _, q, _ in rows], args.batch_size, longest + 2,
                              device, bar)
 
     top_author = most_frequent_author(read_text(args.train_text)) if Path(args.train_text).is_file() else None

@@ -43,17 +43,18 @@ def sample_text(model, tokenizer, context, write, max_new_tokens, temperature=1.
     Returns the number of new tokens generated.
     """
     text = StopText([stop] if stop else [])
+    decoder = tokenizer.decoder()  # a BPE token may end inside a character: that part waits for the next token
     held, count = [], 0  # without stream, everything is written at the end
     tokens = model.generate_stream(context, max_new_tokens, temperature, top_k, top_p, use_cache=use_cache)
     for token in tokens:
         count += 1
-        piece = text.add(tokenizer.decode(token[0].tolist()))
+        piece = text.add(decoder.decode(token[0].tolist()))
         if stream:
             write(piece)
         else:
             held.append(piece)
         if text.stopped:
             break
-    tokens.close()
+    tokens.close()  # a character left unfinished by the last token is dropped: never half a character
     write("".join(held) + text.rest())
     return count

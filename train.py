@@ -1,10 +1,11 @@
-"""Train a character-level GPT on a text file.
+"""Train a character-level GPT on a text file (or a BPE one: --tokenizer bpe).
 
     python3 train.py                                  # tiny Shakespeare, 10 minutes on a laptop CPU
     python3 train.py --time_budget 120                # the best model 2 minutes can make
     python3 train.py --time_budget 0 --max_iters 3000 # exactly 3000 steps: repeatable, whatever the machine
     python3 train.py --data data/chinese.txt --out_dir out-chinese
     python3 train.py --preset tiny --max_iters 500    # any config.py field can be a flag
+    python3 train.py --tokenizer bpe --vocab_size 512 # subword tokens (day1_bpe.py): compare by bits per character
     python3 train.py --resume                         # continue from <out_dir>/last.pt
     python3 train.py --init_from out-chinese/ckpt.pt --data data/qa.txt --out_dir out-qa  # fine-tune
     torchrun --standalone --nproc_per_node=4 train.py # data-parallel on 4 GPUs (or CPU processes)
@@ -67,7 +68,7 @@ TOKENS = ("tokenizer", "vocab_size")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train a character-level GPT on a UTF-8 text file.",
+    parser = argparse.ArgumentParser(description="Train a GPT on a UTF-8 text file: character-level, or BPE with --tokenizer bpe.",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--data", default=None, help=f"UTF-8 text file to learn from (default: {DEFAULT_DATA})")
     parser.add_argument(

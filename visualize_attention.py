@@ -36,14 +36,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def label(ch):
-    """A character as an axis label: whitespace made visible."""
-    return {"\n": "\\n", " ": "␣", "\t": "\\t"}.get(ch, ch)
+def label(token):
+    """A token (a character, or a BPE piece of text) as an axis label: whitespace made visible."""
+    return "".join({"\n": "\\n", " ": "␣", "\t": "\\t"}.get(ch, ch) for ch in token)
 
 
 def draw(maps, chars, panels, path):
-    """maps: list over layers of (H, T, T); panels: [(layer, head)] to draw, in a grid of layers x heads."""
-    plt = pyplot(chinese=language() == "zh" or any(map(is_cjk, chars)))
+    """maps: list over layers of (H, T, T); chars: the T tokens' texts (labels); panels: [(layer, head)] to draw,
+    in a grid of layers x heads."""
+    plt = pyplot(chinese=language() == "zh" or any(map(is_cjk, "".join(chars))))
     layers = sorted({layer for layer, _ in panels})
     heads = sorted({head for _, head in panels})
     size = max(2.6, 0.22 * len(chars))  # inches per panel: room for every character's label
@@ -80,7 +81,7 @@ def main(argv=None):
         raise UserError(_("{flag}: {reason}").format(flag="--prompt_file" if args.prompt_file else "--prompt",
                                                       reason=e)) from None
     if len(ids) > model.block_size:
-        print(_("note: the prompt is longer than the model's block_size; showing its last {n} characters").format(
+        print(_("note: the prompt is longer than the model's block_size; showing its last {n} tokens").format(
             n=model.block_size))
         ids, prompt = ids[-model.block_size:], prompt[-model.block_size:]
 
@@ -92,14 +93,15 @@ def main(argv=None):
     layers = [args.layer] if args.layer is not None else range(n_layer)
     heads = [args.head] if args.head is not None else range(n_head)
 
-    missing = unplottable(prompt)
+    tokens = [tokenizer.token_text(i) for i in ids]  # the labels: one per token (a character, or a BPE piece)
+    missing = unplottable("".join(tokens))
     if missing:
         print(_("note: the repo's font has no glyph for {chars} and this machine has no Chinese font, so those "
                 "labels show as boxes; install one (for example Noto Sans CJK) to read them").format(chars=missing))
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     maps = [m[0] for m in model.attention_maps(torch.tensor([ids], device=device))]  # n_layer x (H, T, T)
-    draw(maps, prompt, [(layer, head) for layer in layers for head in heads], args.out)
-    print(_("saved {path}: {layers} layer(s) x {heads} head(s) over {n} characters").format(
+    draw(maps, tokens, [(layer, head) for layer in layers for head in heads], args.out)
+    print(_("saved {path}: {layers} layer(s) x {heads} head(s) over {n} tokens").format(
         path=args.out, layers=len(layers), heads=len(heads), n=len(ids)))
     if len(ids) > 60:
         print(_("tip: labels get crowded past ~60 characters; a shorter --prompt reads better"))

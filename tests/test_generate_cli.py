@@ -73,7 +73,7 @@ def test_bad_generate_flags_get_one_clear_line(capsys, checkpoint, flags, phrase
 def test_visualize_attention(tmp_path, capsys, checkpoint):
     grid = tmp_path / "grid.png"
     assert run(visualize_attention, "--checkpoint", checkpoint, "--prompt", "ROMEO:\\nI", "--out", grid) == 0
-    assert "2 layer(s) x 2 head(s) over 8 characters" in capsys.readouterr().out
+    assert "2 layer(s) x 2 head(s) over 8 tokens" in capsys.readouterr().out
     one = tmp_path / "one.png"
     assert run(visualize_attention, "--checkpoint", checkpoint, "--layer", "1", "--head", "0", "--out", one) == 0
     assert grid.stat().st_size > one.stat().st_size > 5_000
