@@ -10,7 +10,8 @@ The folder loads with nothing from this repo on the path:
     print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
 
 It holds config.json and model.safetensors, tokenizer.json (a character per token, the same ids as
-CharTokenizer), generation_config.json (generate.py's sampling defaults) and a model card README.md.
+CharTokenizer; or, for a model trained with --tokenizer bpe, the same byte-level BPE as bpe.py),
+generation_config.json (generate.py's sampling defaults) and a model card README.md.
 The weights go into the standard architecture that holds the model exactly: GPT2LMHeadModel for the
 classic model (it is GPT-2's architecture), GPTNeoXForCausalLM for one trained with --position rope
 (rotary positions, LayerNorm, GELU, with its residuals in sequence as here). Queries and keys
@@ -32,6 +33,7 @@ from checkpoint import load_checkpoint, model_from_checkpoint, readable_mode
 from cli import UserError, run_main
 from config import Config, HelpFormatter
 from i18n import _
+from bpe import library_tokenizer
 from utils import REPO_DIR
 
 MARKER = "mini_gpt_export"  # in config.json: this folder is an export, so a re-export may replace it
@@ -175,6 +177,11 @@ def char_tokenizer_json(tokenizer):
     return hf
 
 
+def tokenizer_json(tokenizer):
+    """The tokenizer file for either tokenizer: a BPE model's is bpe.library_tokenizer, its ids and merges."""
+    return library_tokenizer(tokenizer.merges) if tokenizer.kind == "bpe" else char_tokenizer_json(tokenizer)
+
+
 # ----------------------------------------------------------------------------------------------
 # The folder
 
@@ -185,11 +192,17 @@ def shown_path(path):
     return path.relative_to(REPO_DIR).as_posix() if path.is_relative_to(REPO_DIR) else str(path)
 
 
-def model_card(ckpt, model, kind, command):
+def model_card(ckpt, model, tokenizer, kind, command):
     data = Path(str(ckpt.get("data", "?")))
     licence = DATA_LICENCES.get(data.name, "your own text: its licence is yours to state")
-    loss = ckpt.get("full_val_loss")
-    loss_line = f"{loss:.4f} (nats per character; {loss / math.log(2):.3f} bits)" if loss else "not measured"
+    loss, bpc, bpe = ckpt.get("full_val_loss"), ckpt.get("full_val_bpc"), tokenizer.kind == "bpe"
+    if not loss:
+        loss_line = "not measured"
+    elif bpe:
+        loss_line = f"{loss:.4f} nats per token" + (f"; {bpc:.3f} bits per character" if bpc else "")
+    else:
+        loss_line = f"{loss:.4f} (nats per character; {loss / math.log(2):.3f} bits)"
+    unit = "tokens" if bpe else "characters"
     layers, heads = len(model.blocks), model.blocks[0].attn.num_heads
     width, vocab, context = model.token_embedding.weight.shape[1], model.token_embedding.weight.shape[0], model.block_size
     if kind == "GPT2LMHeadModel":
@@ -205,21 +218,21 @@ library_name: transformers
 pipeline_tag: text-generation
 tags:
 - mini-gpt
-- character-level
+- {"bpe" if bpe else "character-level"}
 - {"gpt2" if kind == "GPT2LMHeadModel" else "gpt_neox"}
 ---
 
-# {layers}-layer character-level GPT (Mini-GPT)
+# {layers}-layer {"BPE" if bpe else "character-level"} GPT (Mini-GPT)
 
-A small character-level GPT trained with the Mini-GPT tutorial's `train.py` and exported with
-`export_hf.py`. It is {what}, so every tool built on `transformers` loads it; each token is one character.
+A small {"BPE" if bpe else "character-level"} GPT trained with the Mini-GPT tutorial's `train.py` and exported with
+`export_hf.py`. It is {what}, so every tool built on `transformers` loads it; {"each token is a byte-level BPE piece of text (" + str(vocab - 256) + " merges learned from its training text)" if bpe else "each token is one character"}.
 
 | | |
 | --- | --- |
 | training data | `{data.name}`: {licence} |
 | training steps | {ckpt.get('step', '?')} |
 | validation loss on the whole held-out split | {loss_line} |
-| size | {layers} layers, {heads} heads, width {width}, context {context} characters, {vocab} characters in the vocabulary, {model.num_params():,} parameters |
+| size | {layers} layers, {heads} heads, width {width}, context {context} {unit}, {vocab} {unit} in the vocabulary, {model.num_params():,} parameters |
 | made with | `{command}` |
 
 ## Use
@@ -230,7 +243,7 @@ generate = pipeline("text-generation", model="path/to/this/folder")
 print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
 ```
 
-The context is {context} characters: {past}. A character the vocabulary lacks is dropped by the tokenizer.
+The context is {context} {unit}: {past}. {"Any text encodes: a character BPE never merged is its UTF-8 bytes." if bpe else "A character the vocabulary lacks is dropped by the tokenizer."}
 Sampling defaults (temperature 0.8, no top-k) are in `generation_config.json`.
 """
 
@@ -314,12 +327,12 @@ def main(argv=None):
     write_folder(out, {
         "config.json": text(json.dumps(config, indent=2) + "\n"),
         "model.safetensors": lambda path: save_file(weights, str(path), metadata={"format": "pt"}),
-        "tokenizer.json": lambda path: char_tokenizer_json(tokenizer).save(str(path)),
+        "tokenizer.json": lambda path: tokenizer_json(tokenizer).save(str(path)),
         "tokenizer_config.json": text(json.dumps({
             "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.block_size,
             "clean_up_tokenization_spaces": False}, indent=2) + "\n"),  # no "hello ," -> "hello," rewriting
         "generation_config.json": text(json.dumps(generation, indent=2) + "\n"),
-        "README.md": text(model_card(ckpt, model, kind, command)),
+        "README.md": text(model_card(ckpt, model, tokenizer, kind, command)),
     })
     print(_("wrote {path}: a {kind} ({params:.2f}M parameters, {vocab} characters). Load it with: "
             "pipeline(\"text-generation\", model=\"{path}\")").format(path=out, kind=kind,

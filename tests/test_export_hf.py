@@ -4,6 +4,7 @@ and gives the same logits, the same greedy text and the same token ids."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,24 +28,27 @@ TOY = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "
 HF_SIDE = r"""
 import json, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
-folder, texts = sys.argv[1], json.loads(sys.argv[2])
-model = AutoModelForCausalLM.from_pretrained(folder).eval()
-tokenizer = AutoTokenizer.from_pretrained(folder)
-out = {"class": type(model).__name__, "ids": [tokenizer(t)["input_ids"] for t in texts],
-       "decoded": [tokenizer.decode(tokenizer(t)["input_ids"]) for t in texts]}
-with torch.no_grad():
-    out["logits"] = [model(torch.tensor([tokenizer(t)["input_ids"]])).logits[0].tolist() for t in texts]
-    prompt = torch.tensor([tokenizer("ROMEO:")["input_ids"]])
-    greedy = model.generate(prompt, max_new_tokens=200, do_sample=False)
-    out["greedy"] = tokenizer.decode(greedy[0])
-    try:  # past the context the model learned (its n_positions)
-        context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-        model.generate(prompt, max_new_tokens=context, do_sample=False)
-        out["past_context"] = "no error"
-    except IndexError as e:
-        out["past_context"] = "IndexError"
-out["pipeline"] = pipeline("text-generation", model=folder)("ROMEO:", max_new_tokens=20)[0]["generated_text"]
-print(json.dumps(out))
+folders, texts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+results = {}
+for folder in folders:
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    out = {"class": type(model).__name__, "ids": [tokenizer(t)["input_ids"] for t in texts],
+           "decoded": [tokenizer.decode(tokenizer(t)["input_ids"]) for t in texts]}
+    with torch.no_grad():
+        out["logits"] = [model(torch.tensor([tokenizer(t)["input_ids"]])).logits[0].tolist() for t in texts]
+        prompt = torch.tensor([tokenizer("ROMEO:")["input_ids"]])
+        greedy = model.generate(prompt, max_new_tokens=200, do_sample=False)
+        out["greedy"] = tokenizer.decode(greedy[0])
+        try:  # past the context the model learned (its n_positions)
+            context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+            model.generate(prompt, max_new_tokens=context, do_sample=False)
+            out["past_context"] = "no error"
+        except IndexError as e:
+            out["past_context"] = "IndexError"
+    out["pipeline"] = pipeline("text-generation", model=folder)("ROMEO:", max_new_tokens=20)[0]["generated_text"]
+    results[folder] = out
+print(json.dumps(results))
 """
 
 
@@ -54,23 +58,33 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     data = folder / "mixed.txt"
     data.write_text(TINY_TEXT + POEM * 20 + SAMPLE, encoding="utf-8")
-    for name, options in (("out", []), ("out-rope", ["--position", "rope"])):  # GPT-2's and GPT-NeoX's
+    for name, options in (("out", []), ("out-rope", ["--position", "rope"]),  # GPT-2's and GPT-NeoX's
+                          ("out-bpe", ["--tokenizer", "bpe", "--vocab_size", "400"])):  # and a BPE tokenizer
         assert run(train, "--data", data, "--out_dir", folder / name, *TOY, *options) == 0
         assert run(export_hf, "--checkpoint", folder / name / "ckpt.pt", "--out", folder / name.replace("out", "hf")) == 0
     return folder
 
 
-def hf_side(folder, texts):
-    result = subprocess.run([sys.executable, "-I", "-c", HF_SIDE, str(folder), json.dumps(texts)], cwd=folder,
-                            capture_output=True, text=True, timeout=300)
+TEXTS = [SAMPLE, POEM]
+
+
+@pytest.fixture(scope="module")
+def hf_side(exported):
+    """What transformers makes of each export, all three read in one fresh interpreter (it takes seconds to start)."""
+    folders = [str(exported / name) for name in ("hf", "hf-rope", "hf-bpe")]
+    result = subprocess.run([sys.executable, "-I", "-c", HF_SIDE, json.dumps(folders), json.dumps(TEXTS)],
+                            cwd=exported, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    return {Path(folder).name: value for folder, value in out.items()}
 
 
-@pytest.mark.parametrize("name, architecture", [("", "GPT2LMHeadModel"), ("-rope", "GPTNeoXForCausalLM")])
-def test_transformers_loads_the_export_and_computes_what_the_model_does(exported, capsys, name, architecture):
-    texts = [SAMPLE, POEM]
-    hf = hf_side(exported / f"hf{name}", texts)
+@pytest.mark.parametrize("name, architecture", [("", "GPT2LMHeadModel"), ("-rope", "GPTNeoXForCausalLM"),
+                                                ("-bpe", "GPT2LMHeadModel")])
+def test_transformers_loads_the_export_and_computes_what_the_model_does(exported, hf_side, capsys, name,
+                                                                       architecture):
+    texts = TEXTS
+    hf = hf_side[f"hf{name}"]
     model, tokenizer = load_model(exported / f"out{name}" / "ckpt.pt")
     assert hf["class"] == architecture
     for text, ids, decoded, logits in zip(texts, hf["ids"], hf["decoded"], hf["logits"]):
@@ -103,6 +117,10 @@ def test_the_folder_has_the_config_card_and_sampling_defaults(exported):
     ckpt = torch.load(exported / "out" / "ckpt.pt", weights_only=True)
     assert f"| training steps | {ckpt['step']} |" in card and f"{ckpt['full_val_loss']:.4f}" in card
     assert "python3 train.py --data " in card and "--max_iters 150" in card
+    bpe_card = (exported / "hf-bpe" / "README.md").read_text(encoding="utf-8")
+    bpe_ckpt = torch.load(exported / "out-bpe" / "ckpt.pt", weights_only=True)
+    assert "- bpe\n" in bpe_card and "144 merges" in bpe_card and "--tokenizer bpe --vocab_size 400" in bpe_card
+    assert f"{bpe_ckpt['full_val_bpc']:.3f} bits per character" in bpe_card
 
 
 def test_a_re_export_replaces_an_export_but_never_another_folder(exported, tmp_path, capsys, monkeypatch):
