@@ -17,6 +17,7 @@ import math
 import secrets
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Union
@@ -107,12 +108,12 @@ def load(path, device, qa=None):
     # JSON has no NaN: an unmeasured number (e.g. full_val_loss on all but the best row) becomes null.
     history = [[v if not (isinstance(v, float) and math.isnan(v)) else None for v in row]
                for row in ckpt.get("history", [])]
-    is_qa = qa if qa is not None else ("答" in tokenizer.stoi and "问" in tokenizer.stoi
-                                       and "qa" in str(ckpt.get("data", "")).lower())
+    is_qa = qa if qa is not None else (not tokenizer.unknown("问答") and "qa" in str(ckpt.get("data", "")).lower())
     card = {
         "checkpoint": str(path), "vocab_size": tokenizer.vocab_size, "parameters": model.num_params(),
         "config": ckpt.get("config", {}), "data": ckpt.get("data"), "steps": ckpt.get("step"),
         "init_from": ckpt.get("init_from") or None, "best_val_loss": ckpt.get("best_val_loss"), "full_val_loss": ckpt.get("full_val_loss"),
+        "full_val_bpc": ckpt.get("full_val_bpc"), "tokenizer": tokenizer.kind,
         "history": history, "block_size": model.block_size, "layers": len(model.blocks),
         "heads": model.blocks[0].attn.num_heads, "qa": is_qa,
     }
@@ -142,13 +143,15 @@ class Server:
             self.changed.notify_all()
 
     def stream(self, loaded, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache=True, cancelled=None):
-        """Yield (character, token id, logits (V,)) one step at a time, for one prompt.
+        """Yield (text, token id, logits (V,)) one step at a time, for one prompt. text is what the token adds to
+        the answer: its character, or for a BPE model its characters ("" while a character is unfinished).
         cancelled: a threading.Event; once set (the client has gone), no further token is computed."""
         generator = torch.Generator(device="cpu")
         generator.manual_seed(seed if seed is not None else secrets.randbits(32))
         idx = torch.tensor([ids], device=self.device)
         steps = loaded.model.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache=use_cache,
                                              generator=generator, with_logits=True)
+        decoder = loaded.tokenizer.decoder()
         self.count(active=1)
         try:
             while cancelled is None or not cancelled.is_set():
@@ -159,7 +162,7 @@ class Server:
                         return
                 self.count(tokens=1)
                 token_id = token[0, 0].item()
-                yield loaded.tokenizer.itos[token_id], token_id, logits[0]
+                yield decoder.decode([token_id]), token_id, logits[0]
         finally:
             steps.close()
             self.count(active=-1)
@@ -293,7 +296,7 @@ def encode_prompt(loaded, text, param="prompt", checked=False):
     checked: the length was already checked (a question, before the template around it)."""
     if not checked:
         check_length(text, param)
-    unknown = sorted(set(text) - set(loaded.tokenizer.stoi))
+    unknown = loaded.tokenizer.unknown(text)
     if unknown:
         raise bad_request(f"the model has never seen these characters: {' '.join(map(repr, unknown[:20]))}"
                           f"{' ...' if len(unknown) > 20 else ''}", param)
@@ -302,7 +305,7 @@ def encode_prompt(loaded, text, param="prompt", checked=False):
 
 def top_choices(probs, tokenizer, k=TOP):
     values, ids = probs.topk(min(k, probs.numel()))
-    return [[tokenizer.itos[i], round(v, 5)] for v, i in zip(values.tolist(), ids.tolist()) if v > 0]
+    return [[tokenizer.token_text(i), round(v, 5)] for v, i in zip(values.tolist(), ids.tolist()) if v > 0]
 
 
 async def threaded(events):
@@ -429,10 +432,10 @@ def generate(body: GenerateRequest, server: Server = Depends(server_of)):
             count += 1
             first = first or time.perf_counter() - start
             used = sampling_probs(logits[None], temperature, top_k, top_p)[0]
-            top = top_choices(used, loaded.tokenizer)
-            if ch not in (c for c, _ in top):  # a lucky draw from the tail: show it too, after the ten
-                top.append([ch, round(used[token_id].item(), 5)])
-            yield sse({"char": ch, "chosen_prob": round(used[token_id].item(), 5), "top": top})
+            top, token = top_choices(used, loaded.tokenizer), loaded.tokenizer.token_text(token_id)
+            if token not in (c for c, _ in top):  # a lucky draw from the tail: show it too, after the ten
+                top.append([token, round(used[token_id].item(), 5)])
+            yield sse({"char": ch, "token": token, "chosen_prob": round(used[token_id].item(), 5), "top": top})
         seconds = time.perf_counter() - start
         yield sse({"done": True, "tokens": count, "seconds": round(seconds, 3),
                    "tokens_per_s": round(count / max(seconds, 1e-9), 1), "first_token_s": round(first or 0, 3),
@@ -445,11 +448,86 @@ def generate(body: GenerateRequest, server: Server = Depends(server_of)):
 def attention(body: TextRequest, server: Server = Depends(server_of)):
     loaded = server.loaded
     ids = encode_prompt(loaded, body.text, "text")[-loaded.model.block_size:]
-    chars = [loaded.tokenizer.itos[i] for i in ids]
+    chars = [loaded.tokenizer.token_text(i) for i in ids]  # the labels: one per token
     with server.step_lock:
         maps = loaded.model.attention_maps(torch.tensor([ids], device=server.device))
     return {"chars": chars, "maps": [[[[round(v, 4) for v in row] for row in head] for head in layer[0].tolist()]
                                      for layer in maps]}
+
+
+SURPRISE_TOP = 5  # alternatives shown when hovering over a character
+
+
+def scored_tokens(model, ids, device, lock=None, top=1):
+    """Yield (token id, its log-probability, [(log-probability, id)] of the `top` likeliest) for every token of ids
+    but the first, scored as train.py's whole-split evaluation scores it (utils.token_losses): from the tokens
+    before it in its window, the windows of block_size one after the other."""
+    block = model.block_size
+    x, y = torch.tensor(ids[:-1], device=device), ids[1:]
+    for start in range(0, len(y), block):
+        with lock or nullcontext(), torch.no_grad():
+            logits, _ = model(x[None, start:start + block])
+        logp = torch.log_softmax(logits[0].float(), dim=-1)  # (T, V)
+        best = logp.topk(min(max(top, 1), logp.shape[-1]), dim=-1)
+        for t, target in enumerate(y[start:start + block]):
+            yield target, logp[t, target].item(), list(zip(best.values[t].tolist(), best.indices[t].tolist()))
+
+
+def surprise(model, tokenizer, ids, device, lock=None, top=SURPRISE_TOP):
+    """How surprised the model is by each token of ids, and by each character of their text.
+
+    The tokens are scored as train.py's whole-split evaluation scores them (utils.token_losses): windows of
+    block_size one after the other, each token predicted from the tokens before it in its window, so the
+    passage's mean bits per character is that evaluation's number for this text. A BPE token's bits are spread
+    evenly over its bytes, and a character gets the bits of its bytes: a character's surprise is its share of
+    the token's. The first token has nothing before it and is not scored.
+    """
+    tokens = [{"text": tokenizer.token_text(ids[0]), "bits": None, "top": None}]
+    for target, logp, best in scored_tokens(model, ids, device, lock, top):
+        tokens.append({"text": tokenizer.token_text(target), "bits": -logp / math.log(2),
+                       "top": [[tokenizer.token_text(i), round(math.exp(v), 5)] for v, i in best]})
+    # Spread each token's bits over its bytes, then add up each character's bytes.
+    chars = []  # [bytes so far, bits (None until a scored byte comes), the token holding its first byte]
+    for k, token in enumerate(tokens):
+        piece = tokenizer.token_bytes[ids[k]] if tokenizer.kind == "bpe" else token["text"].encode("utf-8")
+        for b in piece:
+            if (b & 0xC0) != 0x80 or not chars:  # not a UTF-8 continuation byte: a new character starts
+                chars.append([b"", None, k])
+            chars[-1][0] += bytes([b])
+            if token["bits"] is not None:
+                chars[-1][1] = (chars[-1][1] or 0.0) + token["bits"] / len(piece)
+    total = sum(t["bits"] for t in tokens[1:])
+    scored_chars = int(torch.as_tensor(tokenizer.chars_per_token)[torch.tensor(ids[1:], dtype=torch.long)].sum())
+    return {"kind": tokenizer.kind, "tokens": tokens, "chars": [c.decode("utf-8", errors="replace") for c, _, _ in chars],
+            "char_bits": [bits for _, bits, _ in chars], "char_token": [k for _, _, k in chars],
+            "total_bits": total, "scored_chars": scored_chars,
+            "mean_bits": total / scored_chars if scored_chars else None}
+
+
+@page_api.post("/surprise")
+def surprise_route(body: TextRequest, server: Server = Depends(server_of)):
+    loaded = server.loaded
+    ids = encode_prompt(loaded, body.text, "text")
+    if len(ids) < 2:
+        raise bad_request("give at least two tokens of text: the first one is only context", "text")
+    return surprise(loaded.model, loaded.tokenizer, ids, server.device, server.step_lock)
+
+
+VALIDATION_START_CHARS = 1000
+
+
+@page_api.get("/validation_start")
+def validation_start(server: Server = Depends(server_of)):
+    """The first characters of the loaded model's validation split: text it never trained on."""
+    data = server.loaded.card.get("data")
+    path = Path(str(data)) if data else None
+    if path is not None and not path.is_absolute() and not path.is_file():
+        path = REPO_DIR / path
+    if path is None or not path.is_file():
+        raise bad_request(f"the text this model was trained on ({data}) is not on this computer; paste a text instead")
+    text = path.read_text(encoding="utf-8")
+    start = int(0.9 * len(text))  # train.py's split: the last tenth of the characters
+    return {"text": text[start:start + VALIDATION_START_CHARS], "path": str(data)}
 
 
 @page_api.post("/chat")
@@ -488,43 +566,59 @@ class Choice:
     prompt: str
     ids: list
     seed: Optional[int]
+    generated: int = 0  # tokens generated so far (a stop string's too): the usage's completion_tokens
 
 
 def completion_pieces(server, loaded, body, choice, stops, sampling, cancelled=None):
     """Yield (text piece, its logprob entries, finish_reason or None) for one choice of a completion."""
     temperature, top_k, top_p = sampling
-    text, pending = StopText(stops), []  # pending: one logprob entry per character not yet sent
+    tokenizer = loaded.tokenizer
+    text, pending = StopText(stops), []  # pending: a logprob entry per token whose text is not yet sent
     for ch, token_id, logits in server.stream(loaded, choice.ids, body.max_tokens, temperature, top_k, top_p,
                                               choice.seed, cancelled=cancelled):
+        choice.generated += 1
         if body.logprobs is not None:
             logp = torch.log_softmax(logits.float(), dim=-1)
             top = logp.topk(min(max(body.logprobs, 1), logp.numel()))
-            pending.append((ch, logp[token_id].item(), {loaded.tokenizer.itos[i]: v for v, i in
-                                                        zip(top.values.tolist(), top.indices.tolist())}))
+            pending.append((tokenizer.token_text(token_id), logp[token_id].item(),
+                            {tokenizer.token_text(i): v for v, i in zip(top.values.tolist(), top.indices.tolist())},
+                            len(ch)))
         piece = text.add(ch)
         if piece or text.stopped:
-            yield piece, pending[: len(piece)], "stop" if text.stopped else None
-            pending = pending[len(piece):]
+            sent = entries_within(pending, len(piece))
+            yield piece, pending[:sent], "stop" if text.stopped else None
+            pending = pending[sent:]
         if text.stopped:
             return
     yield text.rest(), pending, "length"
+
+
+def token_count(loaded, text):
+    """How many tokens text is: its characters, for a character model; for BPE, what its tokenizer makes of it."""
+    return len(text) if loaded.tokenizer.kind == "char" else len(loaded.tokenizer.encode(text))
+
+
+def entries_within(entries, n_chars):
+    """How many of the first logprob entries the first n_chars characters of text hold whole."""
+    count = 0
+    for entry in entries:
+        if entry[3] > n_chars:
+            break
+        n_chars -= entry[3]
+        count += 1
+    return count
 
 
 def prompt_entries(server, loaded, ids, top):
     """One logprob entry per prompt token, as echo + logprobs returns them: the first token has nothing before it
     (None, as OpenAI gives); every other is scored from the tokens before it in its window of block_size, the
     windows train.py's whole-split evaluation uses, so a text's mean -logprob is the model's loss on it."""
-    itos, block = loaded.tokenizer.itos, loaded.model.block_size
-    entries = [(itos[ids[0]], None, None)]
-    x, y = torch.tensor(ids[:-1], device=server.device), torch.tensor(ids[1:], device=server.device)
-    for start in range(0, len(y), block):
-        with server.step_lock, torch.no_grad():
-            logits, _ = loaded.model(x[None, start:start + block])
-        logp = torch.log_softmax(logits[0].float(), dim=-1)  # (T, V)
-        best = logp.topk(min(max(top, 1), logp.shape[-1]), dim=-1)
-        for t, target in enumerate(y[start:start + block].tolist()):
-            entries.append((itos[target], logp[t, target].item(),
-                            {itos[i]: v for v, i in zip(best.values[t].tolist(), best.indices[t].tolist())}))
+    tokenizer = loaded.tokenizer
+    decoder = tokenizer.decoder()  # how many characters each token adds to the text
+    entries = [(tokenizer.token_text(ids[0]), None, None, len(decoder.decode(ids[:1])))]
+    for target, logp, best in scored_tokens(loaded.model, ids, server.device, server.step_lock, top):
+        entries.append((tokenizer.token_text(target), logp, {tokenizer.token_text(i): v for v, i in best},
+                        len(decoder.decode([target]))))
     return entries
 
 
@@ -532,9 +626,12 @@ def logprob_block(body, entries, offset):
     """OpenAI's `logprobs` of a completion choice for these entries, whose text starts at `offset`."""
     if body.logprobs is None:
         return None
-    return {"tokens": [c for c, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
-            "top_logprobs": [top for _, _, top in entries],
-            "text_offset": list(range(offset, offset + len(entries)))}
+    offsets = []
+    for entry in entries:  # each token starts where the text of the ones before it ends
+        offsets.append(offset)
+        offset += entry[3]
+    return {"tokens": [e[0] for e in entries], "token_logprobs": [e[1] for e in entries],
+            "top_logprobs": [e[2] for e in entries], "text_offset": offsets}
 
 
 @openai_api.post("/completions")
@@ -562,7 +659,7 @@ async def completions(body: CompletionRequest, request: Request, server: Server 
                 pieces.append(piece)
                 entries += more
             text = "".join(pieces)
-            completion_tokens += len(text)
+            completion_tokens += choice.generated
             offset = len(choice.prompt)
             if body.echo and body.logprobs is not None:  # the prompt's tokens too: a text scored through the API
                 entries, offset = prompt_entries(server, loaded, choice.ids, body.logprobs) + entries, 0
@@ -588,7 +685,7 @@ def stream_completion(server, loaded, body, choices, stops, sampling, head, prom
                                                 "logprobs": logprob_block(body, entries, offset),
                                                 "finish_reason": finish}]})
             offset += len(piece)
-            completion_tokens += len(piece)
+        completion_tokens += choice.generated
     if include_usage(body):
         yield sse({**head, "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
     yield "data: [DONE]\n\n"
@@ -625,7 +722,7 @@ async def chat_completions(body: ChatRequest, request: Request, server: Server =
                 yield chunk(j, {"role": "assistant"})
                 for piece, finish in answer(j):
                     if piece:
-                        completion_tokens += len(piece)
+                        completion_tokens += token_count(loaded, piece)
                         yield chunk(j, {"content": piece})
                 yield chunk(j, {}, finish)
             if include_usage(body):
@@ -640,7 +737,7 @@ async def chat_completions(body: ChatRequest, request: Request, server: Server =
         for j in range(body.n):
             pieces = list(answer(j, cancelled))
             text = "".join(piece for piece, _ in pieces)
-            completion_tokens += len(text)
+            completion_tokens += token_count(loaded, text)
             choices.append({"index": j, "message": {"role": "assistant", "content": text, "refusal": None},
                             "logprobs": None, "finish_reason": pieces[-1][1]})
         return {**head, "object": "chat.completion", "choices": choices,

@@ -17,6 +17,15 @@ const TEXT = {
     config: "Config", qa: "Q&A model", yes: "yes", no: "no", train_loss: "train loss", val_loss: "val loss",
     share: "Share it (Hugging Face transformers)",
     step: "step", no_history: "This checkpoint holds no training history.", no_text: "Generate or type some text first.",
+    tab_surprise: "Surprise", surprise_text: "Text to score", score: "Score it", val_start: "The validation split's start",
+    surprise_hint: "Each character is shaded by its surprise, −log₂ p: how many bits the model needed for it. Hover over a character for what the model expected there.",
+    expected: "What the model expected", surprise_pick: "Hover or tap a character.",
+    mean: (bpc, n) => `Mean: ${bpc} bits per character over ${n} characters, the number train.py's whole-split evaluation gives for this text.`,
+    note_char: "A character-level model: one token per character. The first character is only context, so it has no score.",
+    note_bpe: (n) => `A BPE model: this text is ${n} tokens. A token's bits are spread evenly over its characters (over its bytes, where a character is split between two tokens), so each character shows its share of its token's surprise. The first token is only context.`,
+    char_bits: (ch, bits) => `${ch}: ${bits} bits`, token_of: (tok, bits, n) => `its token ${tok}: ${bits} bits over ${n} character(s)`,
+    context_only: "Only context: nothing comes before it, so the model did not predict it.", bits: "bits",
+    full_bpc: "Bits per character, whole split",
   },
   zh: {
     title: "Mini-GPT 演练场", checkpoint: "检查点", tab_generate: "生成", tab_attention: "注意力", tab_chat: "问答",
@@ -33,6 +42,15 @@ const TEXT = {
     config: "配置", qa: "问答模型", yes: "是", no: "否", train_loss: "训练 loss", val_loss: "验证 loss",
     share: "分享出去（Hugging Face transformers）",
     step: "步数", no_history: "这个检查点没有训练记录。", no_text: "请先生成或输入一些文字。",
+    tab_surprise: "意外度", surprise_text: "要打分的文字", score: "计算", val_start: "验证集的开头",
+    surprise_hint: "每个字符按它的意外度 −log₂ p 着色：模型为它用了多少比特。把鼠标移到字符上，看模型在那里原本期待什么。",
+    expected: "模型原本期待的", surprise_pick: "把鼠标移到（或点一下）一个字符上。",
+    mean: (bpc, n) => `平均：每个字符 ${bpc} 比特（共 ${n} 个字符），和 train.py 在整个验证集上的评估对这段文字算出的数一样。`,
+    note_char: "字符级模型：一个字符一个 token。第一个字符只是上下文，所以没有分数。",
+    note_bpe: (n) => `BPE 模型：这段文字是 ${n} 个 token。一个 token 的比特数平均分给它的字符（一个字符被分在两个 token 里时，按字节分），所以每个字符显示的是它在所属 token 的意外度里占的份额。第一个 token 只是上下文。`,
+    char_bits: (ch, bits) => `${ch}：${bits} 比特`, token_of: (tok, bits, n) => `所在 token ${tok}：${bits} 比特，分给 ${n} 个字符`,
+    context_only: "只是上下文：它前面没有字，模型没有预测它。", bits: "比特",
+    full_bpc: "整个验证集上每个字符的比特数",
   },
 };
 
@@ -57,6 +75,7 @@ function applyLanguage() {
   $("lang").textContent = lang === "zh" ? "English" : "中文";
   document.title = t("title");
   if (info) renderCard();
+  if (surprise) drawSurprise();
 }
 
 function headers() {
@@ -236,6 +255,92 @@ function drawAttention() {
   });
 }
 
+// ---------------------------------------------------------------- surprise
+
+let surprise = null;
+const MAX_BITS = 10;  // the darkest shade: a character the model gave about 1 chance in 1,000
+
+function shade(bits) {
+  return bits == null ? "transparent" : `rgba(220, 38, 38, ${Math.min(1, bits / MAX_BITS).toFixed(3)})`;
+}
+
+async function scoreText() {
+  const text = $("surprise_text").value;
+  $("surprise_error").hidden = true;
+  if (!text) { $("surprise_error").hidden = false; $("surprise_error").textContent = t("no_text"); return; }
+  $("score").disabled = true;
+  try {
+    surprise = await (await api("/api/surprise", { text })).json();
+    drawSurprise();
+  } catch (error) {
+    $("surprise_error").hidden = false;
+    $("surprise_error").textContent = error.message;
+  } finally {
+    $("score").disabled = false;
+  }
+}
+
+function drawSurprise() {
+  if (!surprise) return;
+  const out = $("surprise_out");
+  out.innerHTML = "";
+  surprise.chars.forEach((ch, i) => {
+    const span = document.createElement("span");
+    span.textContent = ch;
+    span.dataset.index = i;
+    const bits = surprise.char_bits[i];
+    span.style.background = shade(bits);
+    if (bits == null) span.className = "context";
+    span.title = bits == null ? t("context_only") : t("char_bits", show(ch), bits.toFixed(2));
+    span.dataset.bits = bits == null ? "" : bits;
+    out.appendChild(span);
+  });
+  $("surprise_mean").textContent = surprise.mean_bits == null ? "" : t("mean", surprise.mean_bits.toFixed(4), surprise.scored_chars.toLocaleString());
+  $("surprise_note").textContent = surprise.kind === "bpe" ? t("note_bpe", surprise.tokens.length.toLocaleString()) : t("note_char");
+  const legend = $("legend");
+  legend.innerHTML = `<span>${t("bits")}</span>`;
+  for (const bits of [0, 2, 4, 6, 8, 10]) {
+    legend.insertAdjacentHTML("beforeend", `<span class="swatch" style="background:${shade(bits)}"></span><span>${bits}${bits === MAX_BITS ? "+" : ""}</span>`);
+  }
+}
+
+function pickChar(index) {
+  if (!surprise || index === undefined) return;
+  document.querySelectorAll("#surprise_out span.picked").forEach((el) => el.classList.remove("picked"));
+  document.querySelector(`#surprise_out span[data-index="${index}"]`)?.classList.add("picked");
+  const ch = surprise.chars[index], bits = surprise.char_bits[index];
+  const token = surprise.tokens[surprise.char_token[index]];
+  const bars = $("surprise_bars");
+  bars.innerHTML = "";
+  if (bits == null || !token.top) { $("surprise_pick").textContent = t("context_only"); return; }
+  let line = t("char_bits", show(ch), bits.toFixed(2));
+  if (surprise.kind === "bpe") {
+    const n = surprise.char_token.filter((k) => k === surprise.char_token[index]).length;
+    line += " — " + t("token_of", show(token.text), token.bits.toFixed(2), n);
+  }
+  $("surprise_pick").textContent = line;
+  const best = token.top.length ? token.top[0][1] : 1;
+  for (const [text, p] of token.top) {
+    const row = document.createElement("div");
+    row.className = "bar" + (text === token.text ? " chosen" : "");
+    row.innerHTML = `<span class="ch"></span><span class="fill" style="width:${(100 * p / best).toFixed(1)}%"></span><span class="p">${(100 * p).toFixed(1)}%</span>`;
+    row.querySelector(".ch").textContent = show(text);
+    bars.appendChild(row);
+  }
+}
+
+async function validationStart() {
+  $("surprise_error").hidden = true;
+  try {
+    const start = await (await api("/api/validation_start")).json();
+    $("surprise_text").value = start.text;
+    await scoreText();
+  } catch (error) {
+    $("surprise_error").hidden = false;
+    $("surprise_error").textContent = error.message;
+  }
+}
+
 // ---------------------------------------------------------------- chat
 
 async function ask() {
@@ -268,6 +373,7 @@ function renderCard() {
     [t("data"), info.data ?? "?"], [t("steps"), info.steps ?? "?"],
     [t("best"), info.best_val_loss != null && isFinite(info.best_val_loss) ? info.best_val_loss.toFixed(4) : "?"],
     [t("full"), info.full_val_loss != null ? info.full_val_loss.toFixed(4) : "?"],
+    [t("full_bpc"), info.full_val_bpc != null ? info.full_val_bpc.toFixed(4) : "?"],
     [t("qa"), info.qa ? t("yes") : t("no")],
     [t("config"), Object.entries(info.config).map(([k, v]) => `${k} ${v}`).join(", ")],
     [t("share"), info.export_command],
@@ -339,6 +445,10 @@ $("attend").addEventListener("click", showAttention);
 $("layer").addEventListener("change", drawAttention);
 $("head").addEventListener("change", drawAttention);
 $("ask").addEventListener("click", ask);
+$("score").addEventListener("click", scoreText);
+$("val_start").addEventListener("click", validationStart);
+$("surprise_out").addEventListener("mouseover", (e) => { if (e.target.dataset.index) pickChar(e.target.dataset.index); });
+$("surprise_out").addEventListener("click", (e) => { if (e.target.dataset.index) pickChar(e.target.dataset.index); });
 $("question").addEventListener("keydown", (e) => { if (e.key === "Enter") ask(); });
 $("lang").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lang", lang); applyLanguage(); });
 $("checkpoint").addEventListener("change", async (e) => {

@@ -462,16 +462,14 @@ def page_server(live, root):
         yield server
 
 
-def test_the_page_in_headless_chromium(page_server, tmp_path):
-    live = page_server
+def headless_chromium():
+    """A headless Chromium driven by selenium, and a wait of up to 60 s (skipped, or in CI failed, without one)."""
     if not (chromium() and shutil.which("chromedriver")):
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: .ci/run installs chromium and chromium-driver")
         pytest.skip("no chromium + chromedriver here (apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
@@ -479,9 +477,17 @@ def test_the_page_in_headless_chromium(page_server, tmp_path):
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
                  "--lang=en-US"):
         options.add_argument(flag)
-    shots = os.environ.get("PLAYGROUND_SCREENSHOTS")
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    wait = WebDriverWait(driver, 60)
+    return driver, WebDriverWait(driver, 60)
+
+
+def test_the_page_in_headless_chromium(page_server, tmp_path):
+    live = page_server
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    shots = os.environ.get("PLAYGROUND_SCREENSHOTS")
+    driver, wait = headless_chromium()
     try:
         driver.get(live.url)
         wait.until(lambda d: d.find_element(By.ID, "checkpoint").get_attribute("value"))
