@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+import day1_bpe
 import day1_tokenizer
 import day2_embedding
 import day3_attention
@@ -87,6 +88,23 @@ def test_day1(tmp_path, monkeypatch, capsys):
     assert "数字→字符映射（itos" in stdout and "  0 → ' '" in stdout
     assert "1、2、3、x、y、z 这 6 个字符不在词汇表里" in stdout
     assert "True" not in stdout and "False" not in stdout  # no Python booleans inside Chinese sentences
+
+
+def test_day1_bpe(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # Smaller than the learner's run, the same lesson: the readable BPE's first merges, a sentence, vocabulary sizes.
+    monkeypatch.setattr(day1_bpe, "ENGLISH_SLICE", 20_000)
+    monkeypatch.setattr(day1_bpe, "CHINESE_SLICE", 6_000)
+    monkeypatch.setattr(day1_bpe, "SIZES", (300, 600))
+    read_text = day1_bpe.read_text
+    monkeypatch.setattr(day1_bpe, "read_text", lambda path: read_text(path)[:200_000])  # experiment 4's texts
+    day1_bpe.main()
+    stdout = capsys.readouterr().out
+    assert "第  1 次合并：「␣」 + 「t」 → 「␣t」" in stdout  # the most frequent pair in English: a space before t
+    assert re.search(r"第  1 次合并：字节 [0-9a-f]{2} \+ 字节 [0-9a-f]{2} → 字节 [0-9a-f]{2} [0-9a-f]{2}", stdout)
+    assert "'床前明月光，疑是地上霜。'：12 个字符 →" in stdout and "个完整的汉字" in stdout
+    assert "  BPE" in stdout and "字符级" in stdout and "Embedding 表参数" in stdout
+    assert not re.search(r"[\u4e00-\u9fff]: ", stdout) and "True" not in stdout
 
 
 def test_day2_saves_its_picture(tmp_path, monkeypatch, capsys):
