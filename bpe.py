@@ -70,11 +70,12 @@ def merge(ids, pair, new_id):
     return out
 
 
-def train(text, vocab_size):
+def train(text, vocab_size, progress=None):
     """Learn merges from text until the vocabulary has vocab_size tokens (256 bytes + merges).
 
     Returns the merges in order, a list of (id, id) pairs: merge k makes token 256 + k. Readable, not fast
-    (a few seconds for 100 kB): train.py uses train_fast, which gives the same merges."""
+    (a few seconds for 100 kB): train.py uses train_fast, which gives the same merges.
+    progress: called once per merge (a tqdm bar's update), or None."""
     if vocab_size < N_BYTES:
         raise ValueError(_("a byte-level BPE vocabulary has at least the 256 bytes; got vocab_size {n}").format(
             n=vocab_size))
@@ -94,6 +95,8 @@ def train(text, vocab_size):
         new_id = N_BYTES + len(merges)
         pieces = [merge(ids, best, new_id) if len(ids) > 1 else ids for ids in pieces]
         merges.append(best)
+        if progress:
+            progress()
     return merges
 
 

@@ -158,3 +158,26 @@ def test_bpe_flags_that_cannot_work_are_one_clear_line(runs, tmp_path, monkeypat
         status = run(train, "--data", runs / "qa.txt", "--max_iters", "1", *flags, *TOY)
         assert_clean_error(status, capsys.readouterr().err, *phrases)
         assert not (tmp_path / "out").exists()
+
+
+def test_without_the_library_the_readable_bpe_learns_the_same_merges_or_says_what_to_install(
+        tmp_path, monkeypatch, capsys, tiny_text_file):
+    monkeypatch.chdir(tmp_path)
+
+    def missing(*args):
+        raise ImportError("no tokenizers")
+
+    monkeypatch.setattr(train, "train_fast", missing)
+    assert run(train, "--data", tiny_text_file, "--tokenizer", "bpe", "--vocab_size", "300", "--max_iters", "1",
+               *TOY) == 0
+    captured = capsys.readouterr()
+    assert "tokenizers is not installed" in captured.out and "BPE merges" in captured.err  # a note and a bar
+    text = tiny_text_file.read_text(encoding="utf-8")
+    saved = torch.load(tmp_path / "out" / "last.pt", weights_only=True)["tokenizer"]["merges"]
+    assert [tuple(m) for m in saved] == bpe.train_fast(text[: int(0.9 * len(text))], 300)
+    monkeypatch.setattr(train, "READABLE_BPE_LIMIT", 1000)  # too long for the readable trainer
+    status = run(train, "--data", tiny_text_file, "--tokenizer", "bpe", "--vocab_size", "300", "--out_dir",
+                 tmp_path / "big", *TOY)
+    assert_clean_error(status, capsys.readouterr().err, "needs Hugging Face's tokenizers",
+                       "pip install -r requirements-hf.txt")
+    assert not (tmp_path / "big").exists()
