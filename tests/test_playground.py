@@ -30,16 +30,21 @@ TOY = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "
        "--eval_iters", "2", "--learning_rate", "3e-3", "--time_budget", "0", "--sample_tokens", "0", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    """A folder like the repo: out-qa/ckpt.pt, a toy Q&A model, and a file outside the output folders."""
-    folder = tmp_path_factory.mktemp("playground")
+def toy_qa_model(folder):
+    """folder/qa.txt and its held-out questions, from a few poems, and a toy model trained on it in folder/out-qa."""
     poems = folder / "poems.txt"
     poems.write_text((REPO / "data" / "chinese.txt").read_text(encoding="utf-8")[:3000], encoding="utf-8")
     assert run(prepare_qa_data, "--poems", poems, "--num_poems", "10", "--three_digit", "100",
                "--out", folder / "qa.txt", "--heldout", folder / "heldout.tsv") == 0
     assert run(train, "--data", folder / "qa.txt", "--out_dir", folder / "out-qa", "--max_iters", "40",
                "--eval_interval", "40", *TOY) == 0
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A folder like the repo: out-qa/ckpt.pt, a toy Q&A model, and a file outside the output folders."""
+    folder = tmp_path_factory.mktemp("playground")
+    toy_qa_model(folder)
     (folder / "secret").mkdir()
     shutil.copy(folder / "out-qa" / "ckpt.pt", folder / "secret" / "ckpt.pt")
     return folder

@@ -12,25 +12,19 @@ import torch
 pytest.importorskip("fastapi", reason="the playground's extras: pip install -r requirements-web.txt")
 openai = pytest.importorskip("openai")
 
-import prepare_qa_data  # noqa: E402
 import server as playground_server  # noqa: E402
 import train  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from conftest import REPO, run  # noqa: E402
-from test_playground import TOY, LiveServer, headless_chromium  # noqa: E402
+from conftest import run  # noqa: E402
+from test_playground import TOY, LiveServer, headless_chromium, toy_qa_model  # noqa: E402
 from utils import full_split_loss, full_split_scores  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    """A toy Q&A model in out-qa/ (as test_playground.py's), built here so the two files run side by side."""
+    """A toy Q&A model in out-qa/, as test_playground.py's, built here so the two files run side by side."""
     folder = tmp_path_factory.mktemp("surprise")
-    poems = folder / "poems.txt"
-    poems.write_text((REPO / "data" / "chinese.txt").read_text(encoding="utf-8")[:3000], encoding="utf-8")
-    assert run(prepare_qa_data, "--poems", poems, "--num_poems", "10", "--three_digit", "100",
-               "--out", folder / "qa.txt", "--heldout", folder / "heldout.tsv") == 0
-    assert run(train, "--data", folder / "qa.txt", "--out_dir", folder / "out-qa", "--max_iters", "40",
-               "--eval_interval", "40", *TOY) == 0
+    toy_qa_model(folder)
     return folder
 
 
