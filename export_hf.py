@@ -203,6 +203,11 @@ def model_card(ckpt, model, tokenizer, kind, command):
     else:
         loss_line = f"{loss:.4f} (nats per character; {loss / math.log(2):.3f} bits)"
     unit = "tokens" if bpe else "characters"
+    token = (f"each token is a byte-level BPE piece of text ({tokenizer.vocab_size - 256} merges learned from its "
+             "training text)"
+             if bpe else "each token is one character")
+    unknown = ("Any text encodes: a character BPE never merged is its UTF-8 bytes." if bpe
+               else "A character the vocabulary lacks is dropped by the tokenizer.")
     layers, heads = len(model.blocks), model.blocks[0].attn.num_heads
     width, vocab, context = model.token_embedding.weight.shape[1], model.token_embedding.weight.shape[0], model.block_size
     if kind == "GPT2LMHeadModel":
@@ -225,7 +230,7 @@ tags:
 # {layers}-layer {"BPE" if bpe else "character-level"} GPT (Mini-GPT)
 
 A small {"BPE" if bpe else "character-level"} GPT trained with the Mini-GPT tutorial's `train.py` and exported with
-`export_hf.py`. It is {what}, so every tool built on `transformers` loads it; {"each token is a byte-level BPE piece of text (" + str(vocab - 256) + " merges learned from its training text)" if bpe else "each token is one character"}.
+`export_hf.py`. It is {what}, so every tool built on `transformers` loads it; {token}.
 
 | | |
 | --- | --- |
@@ -243,7 +248,7 @@ generate = pipeline("text-generation", model="path/to/this/folder")
 print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
 ```
 
-The context is {context} {unit}: {past}. {"Any text encodes: a character BPE never merged is its UTF-8 bytes." if bpe else "A character the vocabulary lacks is dropped by the tokenizer."}
+The context is {context} {unit}: {past}. {unknown}
 Sampling defaults (temperature 0.8, no top-k) are in `generation_config.json`.
 """
 

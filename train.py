@@ -53,8 +53,8 @@ from train_runtime import (
 )
 from bpe import BPETokenizer, train as train_bpe, train_fast
 from utils import (
-    REPO_DIR, CharTokenizer, estimate_loss, full_split_scores, get_batch, read_text, set_seed, tokenizer_from_checkpoint,
-    train_val_split,
+    REPO_DIR, CharTokenizer, estimate_loss, full_split_scores, get_batch, read_text, set_seed,
+    tokenizer_from_checkpoint, train_val_split,
 )
 
 DEFAULT_DATA = REPO_DIR / "data" / "input.txt"
@@ -68,7 +68,8 @@ TOKENS = ("tokenizer", "vocab_size")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train a GPT on a UTF-8 text file: character-level, or BPE with --tokenizer bpe.",
+    parser = argparse.ArgumentParser(description="Train a GPT on a UTF-8 text file: character-level, or BPE with "
+                                                 "--tokenizer bpe.",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--data", default=None, help=f"UTF-8 text file to learn from (default: {DEFAULT_DATA})")
     parser.add_argument(
