@@ -32,7 +32,8 @@ def parse_args(argv=None):
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="\\n", help=r"text to continue; \n means a newline")
     prompt.add_argument("--prompt_file", default=None, help="read the text to continue from this UTF-8 file")
-    parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens to generate per sample (characters, for a character-level model)")
+    parser.add_argument("--max_new_tokens", type=int, default=500,
+                        help="tokens to generate per sample (characters, for a character-level model)")
     parser.add_argument("--temperature", type=float, default=0.8, help="randomness: 0 = greedy, <1 safer, >1 wilder")
     parser.add_argument("--top_k", type=int, default=None, help="sample only from the k most likely tokens")
     parser.add_argument("--top_p", type=float, default=None,

@@ -41,23 +41,23 @@ def label(token):
     return "".join({"\n": "\\n", " ": "␣", "\t": "\\t"}.get(ch, ch) for ch in token)
 
 
-def draw(maps, chars, panels, path):
-    """maps: list over layers of (H, T, T); chars: the T tokens' texts (labels); panels: [(layer, head)] to draw,
-    in a grid of layers x heads."""
-    plt = pyplot(chinese=language() == "zh" or any(map(is_cjk, "".join(chars))))
+def draw(maps, tokens, panels, path):
+    """maps: list over layers of (H, T, T); tokens: the T tokens' texts (the labels); panels: [(layer, head)] to
+    draw, in a grid of layers x heads."""
+    plt = pyplot(chinese=language() == "zh" or any(map(is_cjk, "".join(tokens))))
     layers = sorted({layer for layer, _ in panels})
     heads = sorted({head for _, head in panels})
-    size = max(2.6, 0.22 * len(chars))  # inches per panel: room for every character's label
+    size = max(2.6, 0.22 * len(tokens))  # inches per panel: room for every token's label
     fig, axes = plt.subplots(len(layers), len(heads), figsize=(size * len(heads) + 1, size * len(layers) + 0.6),
                              squeeze=False, layout="constrained")
-    ticks = [label(ch) for ch in chars]
+    ticks = [label(token) for token in tokens]
     for row, layer in enumerate(layers):
         for col, head in enumerate(heads):
             ax = axes[row][col]
             image = ax.imshow(maps[layer][head].cpu().numpy(), cmap="viridis", vmin=0, vmax=1)
             ax.set_title(_("layer {layer}, head {head}").format(layer=layer, head=head), fontsize=9)
-            ax.set_xticks(range(len(chars)), ticks, fontsize=7)
-            ax.set_yticks(range(len(chars)), ticks, fontsize=7)
+            ax.set_xticks(range(len(tokens)), ticks, fontsize=7)
+            ax.set_yticks(range(len(tokens)), ticks, fontsize=7)
             if row == len(layers) - 1:
                 ax.set_xlabel(_("looks at (key)"), fontsize=8)
             if col == 0:
@@ -83,7 +83,7 @@ def main(argv=None):
     if len(ids) > model.block_size:
         print(_("note: the prompt is longer than the model's block_size; showing its last {n} tokens").format(
             n=model.block_size))
-        ids, prompt = ids[-model.block_size:], prompt[-model.block_size:]
+        ids = ids[-model.block_size:]
 
     n_layer, n_head = len(model.blocks), model.blocks[0].attn.num_heads
     for flag, value, count in (("--layer", args.layer, n_layer), ("--head", args.head, n_head)):

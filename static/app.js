@@ -65,8 +65,8 @@ function t(key, ...args) {
   return typeof value === "function" ? value(...args) : value;
 }
 
-function show(ch) {  // whitespace made visible, for labels
-  return { "\n": "\\n", " ": "␣", "\t": "\\t" }[ch] ?? ch;
+function show(text) {  // whitespace made visible, for labels: a character, or a BPE token's characters
+  return [...text].map((ch) => ({ "\n": "\\n", " ": "␣", "\t": "\\t" }[ch] ?? ch)).join("");
 }
 
 function applyLanguage() {
