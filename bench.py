@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from cli import UserError, run_main
-from config import CUDA_PRESET, PRESETS, HelpFormatter, add_config_args, choose_preset, config_from_args, validate
+from cli import HelpFormatter, UserError, run_main
+from config import CUDA_PRESET, PRESETS, add_config_args, choose_preset, config_from_args, validate
 from device import autocast_context, cpu_name, get_device, resolve_precision, should_compile
 from i18n import _, ljust, width
 from model import GPTModel

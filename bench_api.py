@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from checkpoint import load_model, make_checkpoint, save_checkpoint
-from cli import UserError, run_main
-from config import PRESETS, Config, HelpFormatter, apply_overrides
+from cli import HelpFormatter, UserError, run_main
+from config import PRESETS, Config, apply_overrides
 from device import cpu_name, get_device
 from model import GPTModel
 from utils import REPO_DIR, CharTokenizer, read_text

@@ -14,13 +14,11 @@ import sys
 import torch
 
 from checkpoint import load_model
-from cli import UserError, run_main
-from config import HelpFormatter
+from cli import HelpFormatter, UserError, run_main
 from device import get_device
 from i18n import _
-from model import check_sampling_args
 from qa_format import END, TRAIN_COMMAND, prompt
-from sampling import sample_text
+from sampling import check_sampling_args, sample_text
 from utils import set_seed
 
 

@@ -1,6 +1,7 @@
 """What every script's command line shares: a user's mistake becomes one clear line, and `\\n` typed
 in a flag means a newline."""
 
+import argparse
 import sys
 
 from i18n import _
@@ -42,3 +43,13 @@ def check_versions():
 def unescape(text):
     r"""Let `\n` and `\t` typed on the command line mean a newline and a tab."""
     return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default, except where the default is None: the hyperparameter flags
+    default to None ("not given") and say config.py's value in their own help text."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)

@@ -135,16 +135,6 @@ def apply_overrides(cfg, overrides):
     return dataclasses.replace(cfg, **overrides)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each flag's default, except where the default is None: the hyperparameter flags
-    default to None ("not given") and say config.py's value in their own help text."""
-
-    def _get_help_string(self, action):
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def add_config_args(parser):
     """Add one --<field> flag per Config field. Flags default to None, meaning "not given"."""
     group = parser.add_argument_group("hyperparameters (defaults in config.py)")

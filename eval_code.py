@@ -16,11 +16,10 @@ import torch
 from tqdm import tqdm
 
 from checkpoint import load_checkpoint, load_model
-from cli import UserError, run_main
-from config import HelpFormatter
+from cli import HelpFormatter, UserError, run_main
 from device import get_device
 from i18n import _
-from model import check_sampling_args
+from sampling import check_sampling_args
 from utils import set_seed
 
 PROMPTS = ("def ", "class ")

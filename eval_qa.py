@@ -17,8 +17,7 @@ import torch
 from tqdm import tqdm
 
 from checkpoint import load_model
-from cli import UserError, run_main
-from config import HelpFormatter
+from cli import HelpFormatter, UserError, run_main
 from device import get_device
 from i18n import _
 from qa_format import END, TRAIN_COMMAND, prompt

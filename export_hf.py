@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import load_checkpoint, model_from_checkpoint, readable_mode
-from cli import UserError, run_main
-from config import Config, HelpFormatter
+from checkpoint import load_checkpoint, model_from_checkpoint
+from files import readable_mode
+from cli import HelpFormatter, UserError, run_main
+from config import Config
 from i18n import _
 from bpe import library_tokenizer
 from utils import REPO_DIR

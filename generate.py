@@ -14,12 +14,10 @@ import time
 import torch
 
 from checkpoint import load_model
-from cli import UserError, run_main, unescape
-from config import HelpFormatter
+from cli import HelpFormatter, UserError, run_main, unescape
 from device import get_device
 from i18n import _
-from model import check_sampling_args
-from sampling import sample_text
+from sampling import check_sampling_args, sample_text
 from utils import read_text, set_seed
 
 

@@ -6,6 +6,8 @@ Read it top to bottom:
   FeedForward, Block   the rest of a transformer layer
   GPTModel             embeddings -> n_layer blocks -> logits, plus `generate`
 
+Choosing the next token from the logits (temperature, top-k, top-p) is sampling.py's.
+
 Shapes in comments: B = batch, T = time (sequence length), C = n_embd,
 H = num_heads, hs = head_size = C // H, V = vocab_size.
 """
@@ -19,6 +21,7 @@ from torch.nn import functional as F
 
 from device import cpu_has_fast_bf16
 from i18n import _
+from sampling import check_sampling_args, sample_next
 
 
 class Head(nn.Module):
@@ -379,14 +382,21 @@ class GPTModel(nn.Module):
         new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator))
         return torch.cat([idx, *new], dim=1)
 
-    @torch.no_grad()  # on a generator, PyTorch switches gradients off only while it runs
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
-                        generator=None, with_logits=False):
-        """Like generate, but yields each new token (B, 1) as soon as it is sampled.
+                        generator=None):
+        """Like generate, but yields each new token (B, 1) as soon as it is sampled."""
+        steps = self.generate_steps(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
+        try:
+            for next_id, _ in steps:
+                yield next_id
+        finally:
+            steps.close()  # a caller that stops early puts the model back in its mode at once
 
-        with_logits=True yields (token (B, 1), the logits it was sampled from (B, V)) instead, for
-        tools that show the model's choices (the playground).
-        """
+    @torch.no_grad()  # on a generator, PyTorch switches gradients off only while it runs
+    def generate_steps(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
+                       generator=None):
+        """The decoding loop: yields (new token (B, 1), the logits it was sampled from (B, V)) per step, for
+        tools that show the model's choices (the playground). generate and generate_stream keep the tokens."""
         check_sampling_args(temperature, top_k, top_p)
         was_training = self.training
         self.eval()
@@ -405,7 +415,7 @@ class GPTModel(nn.Module):
                     logits, _ = self(idx[:, -1:], kv_cache=cache)  # just the newest token
                 next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
                 idx = torch.cat((idx, next_id), dim=1)
-                yield (next_id, logits[:, -1, :]) if with_logits else next_id
+                yield next_id, logits[:, -1, :]
         finally:
             self.train(was_training)
 
@@ -455,48 +465,3 @@ def window_start(length, block_size, start=None):
     if length - start > block_size:
         return length - max(1, block_size // 2)
     return start
-
-
-def check_sampling_args(temperature, top_k=None, top_p=None):
-    """Raise ValueError with a clear message for sampling settings that make no sense."""
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(_("temperature must be a finite number >= 0 (0 = greedy), got {value}").format(value=temperature))
-    if top_k is not None and top_k < 1:
-        raise ValueError(_("top_k must be at least 1 (or None to disable), got {value}").format(value=top_k))
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(_("top_p must be in (0, 1] (or None to disable), got {value}").format(value=top_p))
-
-
-def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
-    """The distribution the next token is drawn from, (B, V), given last-position logits (B, V).
-
-    temperature 0 puts all the probability on the most likely token (greedy).
-    """
-    if temperature == 0:
-        return F.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(logits.dtype)
-    logits = logits / temperature
-    if top_k is not None:
-        # Clamp: asking for more candidates than the vocabulary has just means "all of them".
-        k = min(top_k, logits.size(-1))
-        kth_best = torch.topk(logits, k).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    probs = F.softmax(logits, dim=-1)  # (B, V)
-    if top_p is not None and top_p < 1.0:
-        # Nucleus: keep the fewest most-likely tokens whose probabilities reach top_p, drop the tail.
-        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
-        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability mass ranked above each token
-        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        probs = probs / probs.sum(dim=-1, keepdim=True)
-    return probs
-
-
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick the next token id from last-position logits (B, V) -> (B, 1).
-
-    generator: a torch.Generator to draw from (e.g. one per request in a server); default: the global one.
-    """
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)  # greedy: always the most likely token
-    probs = sampling_probs(logits, temperature, top_k, top_p)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)

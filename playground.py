@@ -23,8 +23,7 @@ import sys
 
 import torch
 
-from cli import UserError, run_main
-from config import HelpFormatter
+from cli import HelpFormatter, UserError, run_main
 from device import get_device
 from i18n import _
 

@@ -14,8 +14,7 @@ import argparse
 import sysconfig
 from pathlib import Path
 
-from cli import UserError, run_main
-from config import HelpFormatter
+from cli import HelpFormatter, UserError, run_main
 from i18n import _
 from utils import REPO_DIR
 

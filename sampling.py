@@ -1,5 +1,59 @@
-"""Text from a model, a piece at a time: a stop string that is never shown (StopText), and one sample
-written as it comes (sample_text). generate.py, chat.py, eval_qa.py and the playground all use them."""
+"""Choosing tokens and writing text: how the next token is drawn from the logits (temperature, top-k,
+top-p: sample_next), text that stops at a stop string without showing it (StopText), and one sample written as it
+comes (sample_text). The model (model.py) computes the logits; generate.py, chat.py, eval_qa.py and the playground
+turn them into text through here."""
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from i18n import _
+
+
+def check_sampling_args(temperature, top_k=None, top_p=None):
+    """Raise ValueError with a clear message for sampling settings that make no sense."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(_("temperature must be a finite number >= 0 (0 = greedy), got {value}").format(value=temperature))
+    if top_k is not None and top_k < 1:
+        raise ValueError(_("top_k must be at least 1 (or None to disable), got {value}").format(value=top_k))
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(_("top_p must be in (0, 1] (or None to disable), got {value}").format(value=top_p))
+
+
+def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
+    """The distribution the next token is drawn from, (B, V), given last-position logits (B, V).
+
+    temperature 0 puts all the probability on the most likely token (greedy).
+    """
+    if temperature == 0:
+        return F.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(logits.dtype)
+    logits = logits / temperature
+    if top_k is not None:
+        # Clamp: asking for more candidates than the vocabulary has just means "all of them".
+        k = min(top_k, logits.size(-1))
+        kth_best = torch.topk(logits, k).values[:, [-1]]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    probs = F.softmax(logits, dim=-1)  # (B, V)
+    if top_p is not None and top_p < 1.0:
+        # Nucleus: keep the fewest most-likely tokens whose probabilities reach top_p, drop the tail.
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability mass ranked above each token
+        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick the next token id from last-position logits (B, V) -> (B, 1).
+
+    generator: a torch.Generator to draw from (e.g. one per request in a server); default: the global one.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # greedy: always the most likely token
+    probs = sampling_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
 class StopText:

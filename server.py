@@ -8,7 +8,7 @@ Two routers of module-level handlers over one Server:
   /v1    OpenAI's shapes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (Q&A models)
 
 Everything here is a thin layer over the functions the scripts use: load_checkpoint,
-model_from_checkpoint, generate_stream, sampling_probs and attention_maps.
+model_from_checkpoint, generate_steps, sampling_probs and attention_maps.
 """
 
 import asyncio
@@ -32,9 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from cli import UserError
-from model import check_sampling_args, sampling_probs
 from qa_format import END, prompt as qa_prompt
-from sampling import StopText
+from sampling import StopText, check_sampling_args, sampling_probs
 from utils import REPO_DIR
 
 STATIC = REPO_DIR / "static"
@@ -149,8 +148,8 @@ class Server:
         generator = torch.Generator(device="cpu")
         generator.manual_seed(seed if seed is not None else secrets.randbits(32))
         idx = torch.tensor([ids], device=self.device)
-        steps = loaded.model.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache=use_cache,
-                                             generator=generator, with_logits=True)
+        steps = loaded.model.generate_steps(idx, max_new_tokens, temperature, top_k, top_p, use_cache=use_cache,
+                                             generator=generator)
         decoder = loaded.tokenizer.decoder()
         self.count(active=1)
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from checkpoint import fsync_folder, readable_mode, write_atomically
+from files import fsync_folder, readable_mode, write_atomically
 from utils import CharTokenizer, empty_file_error, read_chunks
 
 

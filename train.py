@@ -36,9 +36,9 @@ from tqdm import tqdm
 from checkpoint import (
     grow_vocabulary, load_checkpoint, make_checkpoint, save_checkpoint, saved_model_args, state_dict_mismatch,
 )
-from cli import UserError, run_main
+from cli import HelpFormatter, UserError, run_main
 from config import (
-    CUDA_PRESET, PRESETS, Config, HelpFormatter, add_config_args, apply_overrides,
+    CUDA_PRESET, PRESETS, Config, add_config_args, apply_overrides,
     choose_preset, config_from_args, preset_sizes, validate,
 )
 from device import autocast_context, resolve_precision, should_compile

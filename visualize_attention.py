@@ -14,8 +14,7 @@ import warnings
 import torch
 
 from checkpoint import load_model
-from cli import UserError, run_main, unescape
-from config import HelpFormatter
+from cli import HelpFormatter, UserError, run_main, unescape
 from device import get_device
 from i18n import _, language
 from plots import is_cjk, pyplot, unplottable

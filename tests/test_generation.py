@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from model import GPTModel, Head, KVCache, sample_next
+from model import GPTModel, Head, KVCache
+from sampling import sample_next
 
 
 def trained_like_model(block_size=8, vocab_size=13, position="learned", qk_norm=False):

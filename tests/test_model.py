@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import model as model_module
-from model import CausalSelfAttention, GPTModel, Head, causal_attention, rotate, sample_next
+from model import CausalSelfAttention, GPTModel, Head, causal_attention, rotate
+from sampling import sample_next
 
 
 def small_model(vocab_size=11, block_size=8, **kwargs):

@@ -33,5 +33,7 @@ def test_the_modules_form_layers_without_cycles():
         assert ready, f"an import cycle among {sorted(set(modules) - done)}"
         done |= set(ready)
         order.append(ready)
-    assert order[0] == ["i18n", "qa_format", "sampling"]  # what depends on nothing in the repo
-    assert modules["model"] <= {"device", "i18n"}  # the model stands on its own: no checkpoints, no training
+    assert order[0] == ["files", "i18n", "qa_format"]  # what depends on nothing in the repo
+    assert modules["model"] <= {"device", "i18n", "sampling"}  # the network stands on its own: no checkpoints
+    assert modules["sampling"] <= {"i18n"}  # choosing tokens needs logits, not the model that made them
+    assert "checkpoint" not in modules["token_cache"]  # a text cache sits below the model: files.py is enough
