@@ -387,7 +387,7 @@ class GPTModel(nn.Module):
         """Like generate, but yields each new token (B, 1) as soon as it is sampled."""
         steps = self.generate_steps(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
         try:
-            for next_id, _ in steps:
+            for next_id, _logits in steps:
                 yield next_id
         finally:
             steps.close()  # a caller that stops early puts the model back in its mode at once

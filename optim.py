@@ -200,23 +200,24 @@ class WeightAverage:
 
 
 def train_step(model, optimizer, cfg, autocast, world_size, next_batch):
-    """One optimizer step, as day 4 takes it (forward, backward, step), over cfg.grad_accum micro-batches
-    and with the gradient clipped.
+    """One optimizer step: day 4's four lines, with the gradient clipped. Over cfg.grad_accum micro-batches
+    their gradients add up (so the step sees one big batch), and the old ones are cleared before the first.
 
-    next_batch() returns (x, y). Returns the last micro-batch's loss (a tensor, to avoid a GPU sync).
+    next_batch() returns (xb, yb). Returns the last micro-batch's loss (a tensor, to avoid a GPU sync).
     """
     for micro in range(cfg.grad_accum):
-        x, y = next_batch()
+        xb, yb = next_batch()
         # DDP averages gradients across processes on backward; only do it on the last micro-batch.
         sync = nullcontext() if world_size == 1 or micro == cfg.grad_accum - 1 else model.no_sync()
         with sync:
             with autocast:
-                _, loss = model(x, y)
-            (loss / cfg.grad_accum).backward()  # summing the micro-batches' mean losses / n = one big batch
+                _, loss = model(xb, yb)  # 1. forward: how wrong are the predictions?
+            if micro == 0:
+                optimizer.zero_grad(set_to_none=True)  # 2. clear last step's gradients
+            (loss / cfg.grad_accum).backward()  # 3. backward: which way should each weight move? (n means / n)
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # no step larger than grad_clip
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.step()  # 4. update the weights a little
     return loss
 
 

@@ -24,47 +24,31 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import (
-    grow_vocabulary, load_checkpoint, make_checkpoint, save_checkpoint, saved_model_args, state_dict_mismatch,
-)
+from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from cli import HelpFormatter, UserError, run_main
-from config import (
-    CUDA_PRESET, PRESETS, Config, add_config_args, apply_overrides,
-    choose_preset, config_from_args, preset_sizes, validate,
-)
+from config import CUDA_PRESET, PRESETS, Config, add_config_args, preset_sizes
 from device import autocast_context, resolve_precision, should_compile
 from i18n import _
-from model import MODEL_ARGS, GPTModel
+from model import GPTModel
 from optim import Optimizers, WeightAverage, learning_rate, make_optimizer, progress, train_step
 from plots import plot_losses
-from token_cache import load_tokens
+from start import DEFAULT_DATA, DEFAULT_SEED, HistoryRow, RunState, rng_state, start_run
 from train_runtime import (
     CpuMeter, OutDirLock, Pace, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, choose_threads,
     setup_distributed, slow_run_note,
 )
-from bpe import BPETokenizer, train as train_bpe, train_fast
-from utils import (
-    REPO_DIR, CharTokenizer, estimate_loss, full_split_scores, get_batch, read_text, set_seed,
-    tokenizer_from_checkpoint, train_val_split,
-)
+from utils import estimate_loss, full_split_scores, get_batch
 
-DEFAULT_DATA = REPO_DIR / "data" / "input.txt"
-DEFAULT_SEED = 1337
 # A time-budgeted run evaluates at least this many times (besides every eval_interval steps).
 CLOCK_EVALS = 12
-# What a resumed run cannot change: the model's shape and architecture (dropout, a training setting, can).
-MODEL_SIZE = tuple(name for name in MODEL_ARGS if name != "dropout")
-# ... nor how the text becomes tokens.
-TOKENS = ("tokenizer", "vocab_size")
 
 
 def parse_args(argv=None):
@@ -134,6 +118,7 @@ def train(args, rank, world_size, device):
                 break
             lr = learning_rate(cfg, state.step + 1, state.seconds)  # the rate for the step to step + 1
             run.optimizer.set_lr(lr)
+            # Day 4's four lines: forward, zero_grad, backward, step (with the gradient clipped: optim.py)
             loss = train_step(run.model, run.optimizer, cfg, run.autocast, world_size, run.next_batch)
             state.step += 1
             run.update_average()  # in the run's last average_fraction: add these weights to the average
@@ -143,45 +128,11 @@ def train(args, rank, world_size, device):
     finish(run)  # log.csv, loss.png, the summary and a sample
 
 
-class HistoryRow(NamedTuple):
-    """One evaluation: a row of log.csv and a point of loss.png."""
-    step: int
-    seconds: float
-    lr: float
-    train_loss: float
-    val_loss: float
-    full_val_loss: float = math.nan  # the whole validation split, measured once for the best model
-    val_bpc: float = math.nan  # val_loss in bits per character of the text (val_loss / ln 2 for a character model)
-    full_val_bpc: float = math.nan  # full_val_loss in bits per character: the number that compares tokenizers
-
-
-@dataclass
-class RunState:
-    """Where a run stands. It is saved in every checkpoint, so --resume continues from here."""
-    data: str
-    seed: int
-    init_from: str = ""  # the checkpoint a fine-tuning run started from ("" when it started from scratch)
-    step: int = 0  # optimizer steps taken
-    seconds: float = 0.0  # training time so far, by rank 0's clock
-    best_val_loss: float = math.inf
-    history: list = field(default_factory=list)  # a HistoryRow per evaluation
-
-    def to_checkpoint(self):
-        # Plain tuples: weights_only loading accepts them, not classes defined here.
-        return {"data": self.data, "seed": self.seed, "init_from": self.init_from, "step": self.step,
-                "seconds": self.seconds, "best_val_loss": self.best_val_loss,
-                "history": [tuple(row) for row in self.history]}
-
-    @classmethod
-    def from_checkpoint(cls, ckpt):
-        return cls(data=ckpt["data"], seed=ckpt["seed"], init_from=ckpt.get("init_from", ""), step=ckpt["step"],
-                   seconds=ckpt["seconds"], best_val_loss=ckpt["best_val_loss"],
-                   history=[HistoryRow(*row) for row in ckpt["history"]])
-
-
 @dataclass
 class Run:
-    """Everything prepare() sets up. During training only `state` and the weights change."""
+    """Everything prepare() sets up. During training `state` (the step, the clock, the history), the weights, the
+    optimizer's state and the average change, and so do the three timers the loop keeps: `meter` and `pace`
+    (set as the loop starts) and `eval_seconds` (after each evaluation). The rest stays as prepare() made it."""
     cfg: Config
     state: RunState
     tokenizer: object  # utils.CharTokenizer or bpe.BPETokenizer
@@ -283,250 +234,43 @@ def evaluate_and_save(run):
 
 
 def prepare(args, rank, world_size, device):
-    out_dir = Path(args.out_dir)
-    last_path = out_dir / "last.pt"
-    if args.resume and args.init_from:
-        raise UserError(_("--resume continues a run and --init_from starts a new one from a trained model: give "
-                          "one of them"))
-    resumed = load_checkpoint(last_path, "cpu") if args.resume else None
-    source = load_source(args, out_dir) if args.init_from else None
-    preset = choose_preset(args.preset, device)
-    if resumed:
-        check_resume_flags(args, resumed, last_path)
-        state = RunState.from_checkpoint(resumed)
-    else:
-        state = RunState(data=str(args.data or DEFAULT_DATA), seed=DEFAULT_SEED if args.seed is None else args.seed,
-                         init_from=str(args.init_from or ""))
-    try:
-        cfg = resumed_config(args, resumed) if resumed else config_from_args(args, preset)
-        if source:
-            cfg = replace(cfg, **source_model_args(args, source))
-        validate(cfg)
-    except (ValueError, TypeError) as e:
-        raise UserError(str(e)) from None
-
-    if cfg.tokenizer == "char" and args.vocab_size is not None:
-        raise UserError(_("--vocab_size sets the size of a BPE vocabulary; a character tokenizer's is the number of "
-                          "distinct characters in the text. Add --tokenizer bpe, or drop --vocab_size"))
-    corpus = load_corpus(cfg, state, resumed, source, last_path)
-    tokenizer = corpus.tokenizer
-    if len(corpus.val) <= cfg.block_size:
-        raise UserError(_(
-            "{data} has {n:,} characters, too few for block_size {block_size}: the validation tenth needs more "
-            "than {block_size}. Use a longer text or a smaller --block_size."
-        ).format(data=state.data, n=corpus.n_chars, block_size=cfg.block_size))
-
-    set_seed(state.seed)
-    model = GPTModel.from_config(cfg, tokenizer.vocab_size)  # the same initial weights everywhere
-    if source:  # ... or the trained ones, with a row for each new character
-        weights = grow_vocabulary(source["model_state_dict"], source["vocab_size"], tokenizer.vocab_size)
-        mismatch = state_dict_mismatch(model, weights)
-        if mismatch:
-            raise UserError(_("{path}'s weights do not fit the model its config describes ({mismatch})").format(
-                path=args.init_from, mismatch=mismatch))
-        model.load_state_dict(weights)
-    model = model.to(device)
-    torch.manual_seed(state.seed + rank)  # ... but each process its own dropout masks
+    """The run's config, text, model and optimizer, however it starts (start.py), and a summary of them."""
+    start = start_run(args, device)  # from scratch, --resume or --init_from: the same things either way
+    cfg, state = start.cfg, start.state
+    model = start.model.to(device)
+    torch.manual_seed(state.seed + rank)  # the same initial weights everywhere, but each process its own dropout
     optimizer = make_optimizer(model, cfg, device)
     if cfg.optimizer == "muon" and len(optimizer.optimizers) == 1:  # this torch has no Muon: say, and save, the truth
         cfg = replace(cfg, optimizer="adamw")
     batch_generator = torch.Generator().manual_seed(state.seed + rank)  # ... and its own batches
     # The weights' average over the run's last part: only rank 0 evaluates and saves.
     average = WeightAverage(model, cfg.average_fraction) if cfg.average_fraction > 0 and rank == 0 else None
-    if resumed:
-        restore(resumed, model, optimizer, batch_generator, last_path, average)
-        if world_size > 1:  # last.pt holds rank 0's random states: give each process its own stream again
-            torch.manual_seed(state.seed + rank + 7919 * state.step)
-            batch_generator.manual_seed(state.seed + rank + 7919 * state.step)
+    start.restore(optimizer, batch_generator, average, rank, world_size)  # --resume: last.pt's optimizer and more
 
     trained = torch.compile(model) if should_compile(cfg.compile, device) else model
     if world_size > 1:
         trained = DDP(trained, device_ids=[int(device.split(":")[1])] if device.startswith("cuda") else None)
-    run = Run(cfg=cfg, state=state, tokenizer=tokenizer, raw_model=model, model=trained, optimizer=optimizer,
+    threads = choose_threads(device, world_size)  # on a busy CPU, fewer threads (it watches the CPU for 0.2 s)
+    corpus = start.corpus
+    run = Run(cfg=cfg, state=state, tokenizer=corpus.tokenizer, raw_model=model, model=trained, optimizer=optimizer,
               batch_generator=batch_generator, splits={"train": corpus.train, "val": corpus.val},
-              autocast=autocast_context(device, cfg.precision), out_dir=out_dir, device=device, rank=rank,
-              world_size=world_size, average=average, threads=choose_threads(device, world_size),
+              autocast=autocast_context(device, cfg.precision), out_dir=Path(args.out_dir), device=device, rank=rank,
+              world_size=world_size, average=average, threads=threads,
               tokens_per_char=len(corpus.val) / corpus.val_chars)
     if run.master:
-        describe(run, preset, args, resumed, corpus)
-        if source:
-            describe_source(run, source, corpus.added)
+        describe(run, start, args)
     return run
 
 
-@dataclass
-class Corpus:
-    """The text a run learns from, as token ids: the first 90% of its characters to train on, the rest to
-    validate on, and the tokenizer that made the ids."""
-    tokenizer: object  # utils.CharTokenizer or bpe.BPETokenizer
-    train: object  # token ids: a 1-D tensor or numpy array
-    val: object
-    n_chars: int
-    val_chars: int  # characters in the validation split: what bits per character divides by
-    added: list = field(default_factory=list)  # fine-tuning: characters appended to the source's vocabulary
-    bpe_seconds: float = 0.0  # how long learning the BPE merges took (0: they came from a checkpoint)
-
-
-def load_corpus(cfg, state, resumed, source, last_path):
-    """Tokenize the run's text: characters (cached beside the file), or BPE learned from the training split."""
-    if cfg.tokenizer == "bpe":
-        return load_bpe_corpus(cfg, state, resumed or source)
-    text_data = load_tokens(state.data)  # encoded once, then cached beside the text file
-    added = []
-    if resumed:  # the vocabulary it was saved with (a fine-tuned run's is its source's, grown)
-        tokenizer = tokenizer_from_checkpoint(resumed)
-        fits = set(text_data.stoi) <= set(tokenizer.stoi) if state.init_from else text_data.stoi == tokenizer.stoi
-        if not fits:
-            raise UserError(_("{data} has changed since {path} was saved; resume needs the same text").format(
-                data=state.data, path=last_path))
-    elif source:
-        tokenizer, added = tokenizer_from_checkpoint(source).extended(text_data.stoi)
-    else:
-        tokenizer = CharTokenizer.from_stoi(text_data.stoi)
-    tokens = text_data.ids_in(tokenizer.stoi)
-    train_data, val_data = train_val_split(tokens)  # a token per character: the same cut as the text's
-    return Corpus(tokenizer, train_data, val_data, len(tokens), len(val_data), added)
-
-
-# BPE is learned by the readable bpe.train when Hugging Face's tokenizers is not installed: its time grows with
-# the text's length times the merges. Tiny Shakespeare with 256 merges (vocab_size 512) takes about 20 s; this
-# limit is about a minute.
-READABLE_BPE_LIMIT = 1_000_000 * 768
-
-
-def load_bpe_corpus(cfg, state, saved):
-    """BPE ids of the text. The merges are learned from the training split only (the validation text stays
-    unseen), or come from the checkpoint being resumed or fine-tuned. Each split is encoded on its own."""
-    text = read_text(state.data)
-    train_text, val_text = train_val_split(text)
-    seconds = 0.0
-    if saved:
-        tokenizer = tokenizer_from_checkpoint(saved)
-    else:
-        started = time.perf_counter()
-        try:
-            tokenizer = BPETokenizer(train_fast(train_text, cfg.vocab_size))
-        except ImportError:
-            merges = cfg.vocab_size - 256
-            if len(train_text) * merges > READABLE_BPE_LIMIT:
-                raise UserError(_("learning {merges:,} BPE merges from {n:,} characters needs Hugging Face's tokenizers "
-                                  "library: pip install -r requirements-hf.txt").format(merges=merges,
-                                                                                        n=len(train_text))) from None
-            print(_("note: tokenizers is not installed, so the readable bpe.py learns the merges (the same ones, "
-                    "slower); pip install -r requirements-hf.txt makes it take a second"))
-            with tqdm(total=merges, desc=_("BPE merges"), unit=_("merge"), dynamic_ncols=True) as bar:
-                tokenizer = BPETokenizer(train_bpe(train_text, cfg.vocab_size, progress=bar.update))
-        seconds = time.perf_counter() - started
-    splits = [torch.from_numpy(tokenizer.encode_array(part).astype("int64")) for part in (train_text, val_text)]
-    return Corpus(tokenizer, *splits, len(text), len(val_text), bpe_seconds=seconds)
-
-
-def load_source(args, out_dir):
-    """The checkpoint a fine-tuning run starts from, refused if this run would overwrite it."""
-    path = Path(args.init_from)
-    if path.resolve() in {(out_dir / name).resolve() for name in ("ckpt.pt", "last.pt")}:
-        raise UserError(_("--init_from {path} is inside --out_dir {out_dir}, so this run would overwrite the model "
-                          "it starts from; give another --out_dir").format(path=path, out_dir=out_dir))
-    source = load_checkpoint(path, "cpu")
-    if "model_state_dict" not in source or not ({"tokenizer_stoi", "tokenizer"} & set(source)):
-        raise UserError(_("{path} is not a checkpoint that Mini-GPT can read (a damaged file, or not one written "
-                          "by train.py); pass the ckpt.pt that train.py saved").format(path=path))
-    return source
-
-
-def source_model_args(args, source):
-    """The model a fine-tuning run trains is its source's: the same sizes and architecture. A flag or preset
-    that says otherwise is refused; dropout, a training setting, can change."""
-    saved = saved_model_args(source["config"], source["model_state_dict"])
-    if args.preset is not None:
-        raise UserError(_("--init_from takes the model's size from {path}, so it can't take --preset {preset}; "
-                          "drop --preset").format(path=args.init_from, preset=args.preset))
-    saved = {**saved, **saved_tokens(source)}
-    conflicts = [_("--{name} {given} (it has {saved})").format(name=name, given=getattr(args, name), saved=saved[name])
-                 for name in (*MODEL_SIZE, *TOKENS) if getattr(args, name) is not None and getattr(args, name) != saved[name]]
-    if conflicts:
-        raise UserError(_("--init_from {path} fine-tunes the model as it was trained, so it can't take {conflicts}. "
-                          "Drop those flags").format(path=args.init_from, conflicts="; ".join(conflicts)))
-    return {name: saved[name] for name in (*MODEL_SIZE, *TOKENS)}
-
-
-def saved_tokens(ckpt):
-    """A checkpoint's tokenizer settings: {"tokenizer": "char" or "bpe", "vocab_size": its size}."""
-    kind = tokenizer_from_checkpoint(ckpt).kind
-    return {"tokenizer": kind, "vocab_size": ckpt["vocab_size"] if kind == "bpe" else Config.vocab_size}
-
-
-def describe_source(run, source, added):
-    """Two lines: where the weights come from, and how the vocabulary grew."""
-    print(_("fine-tuning: weights from {path} (trained {steps} steps on {data}); a fresh optimizer, schedule and "
-            "step count").format(path=run.state.init_from, steps=source.get("step", "?"),
-                                 data=source.get("data", "?")))
-    if added:
-        shown = "".join(added[:20]).replace("\n", "\\n") + ("…" if len(added) > 20 else "")
-        print(_("vocabulary: its {old:,} characters keep their ids; {n:,} new ones from {data} were added after them "
-                "({shown}), each starting at the mean of the old embedding rows").format(
-            old=source["vocab_size"], n=len(added), data=run.state.data, shown=shown))
-    else:
-        print(_("vocabulary: its {old:,} characters cover every character of {data}; none added").format(
-            old=source["vocab_size"], data=run.state.data))
-
-
-def check_resume_flags(args, resumed, last_path):
-    """--resume continues a run as it was saved: refuse flags that would silently change what it is."""
-    saved_cfg = resumed["config"]
-    conflicts = []
-    if args.data is not None and Path(args.data).resolve() != Path(resumed["data"]).resolve():
-        conflicts.append(_("--data {given} (it trains on {saved})").format(given=args.data, saved=resumed["data"]))
-    if args.seed is not None and args.seed != resumed["seed"]:
-        conflicts.append(_("--seed {given} (its seed is {saved})").format(given=args.seed, saved=resumed["seed"]))
-    if args.preset is not None:
-        conflicts.append(_("--preset {given} (its sizes are saved)").format(given=args.preset))
-    saved_model = {**saved_model_args(saved_cfg, resumed["model_state_dict"]), **saved_tokens(resumed)}
-    for name in (*MODEL_SIZE, *TOKENS):
-        given, saved = getattr(args, name), saved_model.get(name)
-        if given is not None and given != saved:
-            conflicts.append(_("--{name} {given} (it has {saved})").format(name=name, given=given, saved=saved))
-    if conflicts:
-        raise UserError(_("--resume continues {path} as it was saved, so it can't take {conflicts}. Drop those "
-                          "flags, or start a new run with another --out_dir").format(path=last_path,
-                                                                                     conflicts="; ".join(conflicts)))
-
-
-def resumed_config(args, resumed):
-    """The saved config, with the hyperparameter flags given now applied on top."""
-    known = {k: v for k, v in resumed["config"].items() if k in Config.__dataclass_fields__}
-    known.update(saved_model_args(resumed["config"], resumed["model_state_dict"]))  # the model it was, even where Config's default moved on
-    known.update(saved_tokens(resumed))
-    given = {k: v for k, v in vars(args).items() if k in Config.__dataclass_fields__ and v is not None}
-    return apply_overrides(Config(**known), given)
-
-
-def restore(resumed, model, optimizer, batch_generator, last_path, average=None):
-    """Load last.pt's weights, weight average, optimizer state and random states."""
-    mismatch = state_dict_mismatch(model, resumed["model_state_dict"])
-    if mismatch:
-        raise UserError(_("{path} does not fit this model's sizes ({mismatch}); don't change the model when "
-                          "resuming").format(path=last_path, mismatch=mismatch))
-    model.load_state_dict(resumed["model_state_dict"])
-    try:
-        optimizer.load_state_dict(resumed["optimizer_state_dict"])
-    except (ValueError, KeyError) as e:
-        raise UserError(_("{path} holds an optimizer state this run can't use ({reason})").format(
-            path=last_path, reason=e)) from None
-    set_rng_state(resumed["rng_state"], batch_generator)
-    if average is not None and "average_state_dict" in resumed:  # else the average starts afresh
-        average.load_state_dict(resumed["average_state_dict"])
-
-
-def describe(run, preset, args, resumed, corpus):
+def describe(run, start, args):
     """The start-up summary: device, config, data, model, how the run ends."""
     cfg, state = run.cfg, run.state
-    where = str(run.last_path) if resumed else (_("preset {name}").format(name=preset) if preset else "config.py")
     device = run.device + (_(" x {n} processes").format(n=run.world_size) if run.world_size > 1 else "")
-    print(_("device: {device}   config: {where}   seed: {seed}").format(device=device, where=where, seed=state.seed))
-    if preset and not args.preset and not resumed:
+    print(_("device: {device}   config: {where}   seed: {seed}").format(device=device, where=start.origin, seed=state.seed))
+    if start.preset and not args.preset:
         print(_("note: on CUDA, train.py uses the {name} preset ({sizes}) instead of config.py's sizes; "
-                "--preset none uses config.py's values").format(name=preset, sizes=preset_sizes(preset)))
+                "--preset none uses config.py's values").format(name=start.preset, sizes=preset_sizes(start.preset)))
+    corpus = start.corpus
     print(_("data: {data}: {n:,} characters, vocabulary of {vocab}").format(data=state.data, n=corpus.n_chars,
                                                                           vocab=run.tokenizer.vocab_size))
     if run.tokenizer.kind == "bpe":
@@ -560,27 +304,8 @@ def describe(run, preset, args, resumed, corpus):
     if cfg.average_fraction > 0:
         print(_("weights: averaged over the last {share} of the run; evaluations score that average and "
                 "ckpt.pt holds it").format(share=f"{100 * cfg.average_fraction:g}%"))
-    if resumed:
-        print(_("resuming {path} at step {step} (best val loss so far {best:.4f})").format(
-            path=run.last_path, step=state.step, best=state.best_val_loss))
-    elif run.ckpt_path.exists():
-        print(_("note: {path} exists and will be replaced once this run has a better model; use --out_dir to "
-                "keep it").format(path=run.ckpt_path))
-
-
-def rng_state(batch_generator):
-    """The random states a run draws from (batches, dropout), so --resume continues the exact same run."""
-    state = {"torch": torch.get_rng_state(), "batches": batch_generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state, batch_generator):
-    torch.set_rng_state(state["torch"])
-    batch_generator.set_state(state["batches"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    for note in start.notes:  # how it started: resumed, fine-tuned, or replacing an earlier ckpt.pt
+        print(note)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import chat
 import eval_qa
 import generate
 import prepare_qa_data
+import start
 import train
 import visualize_attention
 from checkpoint import load_model
@@ -167,7 +168,7 @@ def test_without_the_library_the_readable_bpe_learns_the_same_merges_or_says_wha
     def missing(*args):
         raise ImportError("no tokenizers")
 
-    monkeypatch.setattr(train, "train_fast", missing)
+    monkeypatch.setattr(start, "train_fast", missing)
     assert run(train, "--data", tiny_text_file, "--tokenizer", "bpe", "--vocab_size", "300", "--max_iters", "1",
                *TOY) == 0
     captured = capsys.readouterr()
@@ -175,7 +176,7 @@ def test_without_the_library_the_readable_bpe_learns_the_same_merges_or_says_wha
     text = tiny_text_file.read_text(encoding="utf-8")
     saved = torch.load(tmp_path / "out" / "last.pt", weights_only=True)["tokenizer"]["merges"]
     assert [tuple(m) for m in saved] == bpe.train_fast(text[: int(0.9 * len(text))], 300)
-    monkeypatch.setattr(train, "READABLE_BPE_LIMIT", 1000)  # too long for the readable trainer
+    monkeypatch.setattr(start, "READABLE_BPE_LIMIT", 1000)  # too long for the readable trainer
     status = run(train, "--data", tiny_text_file, "--tokenizer", "bpe", "--vocab_size", "300", "--out_dir",
                  tmp_path / "big", *TOY)
     assert_clean_error(status, capsys.readouterr().err, "needs Hugging Face's tokenizers",

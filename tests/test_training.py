@@ -19,6 +19,7 @@ import device
 import model as model_module
 import optim
 import token_cache
+import start
 import train
 import train_runtime
 import utils
@@ -376,11 +377,11 @@ def test_a_rotary_run_saves_a_checkpoint_that_rebuilds_its_model(tmp_path, monke
     assert not model.blocks[0].attn.qk_norm
 
     @dataclasses.dataclass
-    class MovedOn(train.Config):  # a config.py whose defaults have since changed to the new options
+    class MovedOn(start.Config):  # a config.py whose defaults have since changed to the new options
         position: str = "rope"
         qk_norm: bool = True
 
-    monkeypatch.setattr(train, "Config", MovedOn)
+    monkeypatch.setattr(start, "Config", MovedOn)
     assert run(train, "--out_dir", "old", "--resume", "--max_iters", "20") == 0
     resumed = torch.load(tmp_path / "old" / "last.pt", weights_only=True)["config"]
     assert (resumed["position"], resumed["qk_norm"]) == ("learned", False)
