@@ -9,19 +9,15 @@
   3  sampling        temperature, top-k and top-p, measured on one checkpoint
   4  your own data   the same model on the Chinese poems, continuing 床前明月光
 
-Every run is an ordinary `python3 train.py` run (run in this process), kept under --work (default
-out-day5/). The results go to --out (default out-day5/ too): README.md with a table per experiment,
+Every run is an ordinary train.py run, called as a function (train.main) in this process, kept under --work
+(default out-day5/). The results go to --out (default out-day5/ too): README.md with a table per experiment,
 and the pictures exp1_model_size.png and exp2_learning_rate.png, labelled in the learner's language.
 The pages committed in docs/day5/ were made with --quick --out docs/day5.
 """
 
 import argparse
 import contextlib
-import csv
-import math
 import re
-import runpy
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +25,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import train
 from checkpoint import load_model
 from cli import UserError, run_main
 from config import Config
 from device import cpu_name, get_device
 from i18n import _
-from plots import pyplot
-from utils import REPO_DIR, read_text, set_seed
+from plots import plot_curves
+from utils import REPO_DIR, read_text, set_seed, token_losses, train_val_split
 
 SHAKESPEARE = REPO_DIR / "data" / "input.txt"
 POEMS = REPO_DIR / "data" / "chinese.txt"
@@ -94,29 +91,29 @@ def parse_args(argv=None):
 
 @dataclass
 class Result:
-    """One finished training run, read back from its log.csv and checkpoint."""
+    """One finished training run, as train.main returned it."""
     name: str
     out_dir: Path
-    rows: list  # log.csv rows: dicts of floats
+    rows: list  # its evaluations: train.py's HistoryRow, one per row of its log.csv
     params: int
     batch_size: int
     block_size: int
 
     @property
     def steps(self):
-        return int(self.rows[-1]["step"])
+        return self.rows[-1].step
 
     @property
     def seconds(self):
-        return self.rows[-1]["seconds"]
+        return self.rows[-1].seconds
 
     @property
     def val(self):
-        return self.rows[-1]["val_loss"]
+        return self.rows[-1].val_loss
 
     @property
     def train(self):
-        return self.rows[-1]["train_loss"]
+        return self.rows[-1].train_loss
 
     @property
     def tokens_per_s(self):
@@ -124,31 +121,15 @@ class Result:
 
 
 def train_run(name, out_dir, flags, device):
-    """Run `python3 train.py <flags>`, its printout kept in <out_dir>/train.txt."""
+    """`python3 train.py <flags>`, as a function call (so torch is imported once), its printout kept in
+    <out_dir>/train.txt. A run that fails stops the experiments with its one-line error."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     argv = [*map(str, flags), "--out_dir", str(out_dir), "--device", device, "--sample_tokens", "0"]
     with open(out_dir / "train.txt", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-        run_script(REPO_DIR / "train.py", argv)  # its progress bar still shows, on stderr
-    rows = [{k: float(v) if v else math.nan for k, v in row.items()}  # full_val_loss: only on the best row
-            for row in csv.DictReader(open(out_dir / "log.csv"))]
-    model, _ = load_model(out_dir / "last.pt")
-    cfg = torch.load(out_dir / "last.pt", weights_only=True)["config"]
-    return Result(name, out_dir, rows, model.num_params(), cfg["batch_size"], cfg["block_size"])
-
-
-def run_script(path, argv):
-    """Run a script as `python3 <path> <argv>` would, but in this process (runpy), so torch is imported once.
-    A run that fails (its one-line error is on stderr) stops the experiments with the same status."""
-    saved = sys.argv
-    sys.argv = [str(path), *argv]
-    try:
-        runpy.run_path(str(path), run_name="__main__")
-    except SystemExit as e:
-        if e.code not in (None, 0):
-            raise
-    finally:
-        sys.argv = saved
+        run = train.main(argv)  # its progress bar still shows, on stderr
+    return Result(name, out_dir, run.state.history, run.raw_model.num_params(), run.cfg.batch_size,
+                  run.cfg.block_size)
 
 
 def flags_from(shape):
@@ -186,43 +167,14 @@ def experiment_size(plan, args, scale):
                          f"{r.val:.3f} | {r.tokens_per_s:,.0f} |")
         return lines
 
-    best_time = min(by_time.values(), key=lambda r: r.val)
-    best_steps = min(by_steps.values(), key=lambda r: r.val)
-    slowest = min(by_time.values(), key=lambda r: r.tokens_per_s)
-    fastest = max(by_time.values(), key=lambda r: r.tokens_per_s)
-    speed = f"{fastest.name} processes {fastest.tokens_per_s / slowest.tokens_per_s:.0f}x more tokens per second than {slowest.name}"
-    time_verdict = (f"At equal time ({seconds:g} s each), **{best_time.name}** reached the lowest val loss "
-                    f"({best_time.val:.3f}). " + (
-                        f"{speed}: in a short run, speed matters more than size." if best_time is fastest else
-                        f"{speed}, yet {best_time.name}'s extra learning per step outweighed its lower speed."))
-    largest = max(by_steps.values(), key=lambda r: r.params)
-    step_verdict = (f"At equal steps ({steps} each), **{best_steps.name}** reached the lowest val loss "
-                    f"({best_steps.val:.3f}): " + (
-                        "per step, the biggest model learns the most from the same data; it just costs more time "
-                        "per step." if best_steps is largest else
-                        f"in only {steps} steps the biggest model ({largest.name}) had not yet pulled ahead."))
-    say(f"  相同时间下，{best_time.name} 的验证 loss 最低（{best_time.val:.3f}）；{fastest.name} 每秒处理的 token 是 "
-        f"{slowest.name} 的 {fastest.tokens_per_s / slowest.tokens_per_s:.0f} 倍。"
-        + ("时间很短时，速度比模型大小更重要。" if best_time is fastest else f"{best_time.name} 每一步学得更多，弥补了速度上的差距。"))
-    say(f"  相同步数下，{best_steps.name} 的验证 loss 最低（{best_steps.val:.3f}）："
-        + ("每一步里，大模型从同样的数据学到的最多，只是每一步更慢。" if best_steps is largest else
-           f"只训练 {steps} 步，最大的模型（{largest.name}）还没来得及领先。"))
-
-    plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for r in by_time.values():
-        left.plot([row["seconds"] for row in r.rows], [row["val_loss"] for row in r.rows], marker="o", label=r.name)
-    for r in by_steps.values():
-        right.plot([row["step"] for row in r.rows], [row["val_loss"] for row in r.rows], marker="o", label=r.name)
-    left.set(title=_("Equal time: {seconds:g} s each").format(seconds=seconds), xlabel=_("seconds"),
-             ylabel=_("val loss"))
-    right.set(title=_("Equal steps: {steps} each").format(steps=steps), xlabel=_("step"), ylabel=_("val loss"))
-    for ax in (left, right):
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(Path(args.out) / "exp1_model_size.png", dpi=110)
-    plt.close(fig)
+    say("  " + "\n  ".join(size_verdicts(by_time, by_steps, seconds, steps, "zh")).replace("**", ""))
+    time_verdict, step_verdict = size_verdicts(by_time, by_steps, seconds, steps)
+    plot_curves([
+        (_("Equal time: {seconds:g} s each").format(seconds=seconds), _("seconds"),
+         [(r.name, [row.seconds for row in r.rows], [row.val_loss for row in r.rows]) for r in by_time.values()]),
+        (_("Equal steps: {steps} each").format(steps=steps), _("step"),
+         [(r.name, [row.step for row in r.rows], [row.val_loss for row in r.rows]) for r in by_steps.values()]),
+    ], _("val loss"), Path(args.out) / "exp1_model_size.png", size=(11, 4.2))
 
     return [
         "## Experiment 1: model size · 实验1：模型大小", "",
@@ -232,6 +184,29 @@ def experiment_size(plan, args, scale):
         f"**Equal steps** ({steps} each):", "", *table(by_steps), "", step_verdict, "",
         "![validation loss at equal time and at equal steps](exp1_model_size.png)", "",
     ]
+
+
+def size_verdicts(by_time, by_steps, seconds, steps, lang=None):
+    """What experiment 1 shows, in two sentences: at equal time, and at equal steps."""
+    best_time = min(by_time.values(), key=lambda r: r.val)
+    best_steps = min(by_steps.values(), key=lambda r: r.val)
+    slowest = min(by_time.values(), key=lambda r: r.tokens_per_s)
+    fastest = max(by_time.values(), key=lambda r: r.tokens_per_s)
+    largest = max(by_steps.values(), key=lambda r: r.params)
+    time_verdict = _("At equal time ({seconds:g} s each), **{best}** reached the lowest val loss ({val:.3f}); {fastest} "
+                     "processes {ratio:.0f}x more tokens per second than {slowest}.", lang).format(
+        seconds=seconds, best=best_time.name, val=best_time.val, fastest=fastest.name, slowest=slowest.name,
+        ratio=fastest.tokens_per_s / slowest.tokens_per_s)
+    time_verdict += " " + (_("In a short run, speed matters more than size.", lang) if best_time is fastest else
+                           _("{best}'s extra learning per step outweighed its lower speed.", lang).format(
+                               best=best_time.name))
+    step_verdict = _("At equal steps ({steps} each), **{best}** reached the lowest val loss ({val:.3f}).", lang).format(
+        steps=steps, best=best_steps.name, val=best_steps.val)
+    step_verdict += " " + (_("Per step, the biggest model learns the most from the same data; it just costs more "
+                             "time per step.", lang) if best_steps is largest else
+                           _("In only {steps} steps the biggest model ({largest}) had not yet pulled ahead.",
+                             lang).format(steps=steps, largest=largest.name))
+    return time_verdict, step_verdict
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,10 +225,11 @@ def experiment_lr(plan, args, scale):
             *flags_from(plan.lr_shape), "--learning_rate", lr, "--time_budget", 0, "--max_iters", steps,
             "--eval_interval", max(1, steps // 12)], args.device)
     best = min(results, key=lambda lr: results[lr].val)
-    target = results[best].rows[0]["val_loss"] - 0.75 * (results[best].rows[0]["val_loss"] - results[best].val)
+    first_val = results[best].rows[0].val_loss
+    target = first_val - 0.75 * (first_val - results[best].val)
 
     def first_step_below(r):
-        return next((int(row["step"]) for row in r.rows if row["val_loss"] <= target), None)
+        return next((row.step for row in r.rows if row.val_loss <= target), None)
 
     lines = ["## Experiment 2: learning rate · 实验2：学习率", "",
              f"The `small` model, {', '.join(f'{k} {v}' for k, v in plan.lr_shape.items() if k != 'preset')}, "
@@ -267,26 +243,25 @@ def experiment_lr(plan, args, scale):
     fastest = min((lr for lr in results if first_step_below(results[lr]) is not None),
                   key=lambda lr: first_step_below(results[lr]))
     slowest = min(rates)
-    start_loss = results[slowest].rows[0]["val_loss"]
+    start_loss = results[slowest].rows[0].val_loss
     barely = start_loss - results[slowest].val < 0.1 * (start_loss - results[best].val)
-    verdict = (f"**{fastest:g}** converged fastest (first to val loss {target:.2f}, at step "
-               f"{first_step_below(results[fastest])}); {best:g} ended lowest ({results[best].val:.3f})."
-               + (f" {slowest:g} barely moves in {steps} steps: its steps are too small." if barely else ""))
-    say(f"  收敛最快的是 {fastest:g}（最先让验证 loss 降到 {target:.2f}，在第 {first_step_below(results[fastest])} 步）；"
-        f"最终最低的是 {best:g}（{results[best].val:.3f}）。" + (f"{slowest:g} 几乎不动：步子太小。" if barely else ""))
-    lines += ["", verdict, "", "![validation curves for each learning rate](exp2_learning_rate.png)", ""]
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for lr, r in results.items():
-        ax.plot([row["step"] for row in r.rows], [row["val_loss"] for row in r.rows], marker="o", markersize=3,
-                label=f"lr {lr:g}" + (_(" (tuned)") if lr == tuned else ""))
-    ax.set(title=_("Validation loss for each learning rate"), xlabel=_("step"), ylabel=_("val loss"))
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(Path(args.out) / "exp2_learning_rate.png", dpi=110)
-    plt.close(fig)
+    def verdict(lang=None):
+        text = _("**{fastest}** converged fastest (first to val loss {target:.2f}, at step {step}); {best} ended "
+                 "lowest ({val:.3f}).", lang).format(fastest=f"{fastest:g}", target=target,
+                                                     step=first_step_below(results[fastest]), best=f"{best:g}",
+                                                     val=results[best].val)
+        if barely:
+            text += " " + _("{slowest} barely moves in {steps} steps: its steps are too small.", lang).format(
+                slowest=f"{slowest:g}", steps=steps)
+        return text
+
+    say("  " + verdict("zh").replace("**", ""))
+    lines += ["", verdict(), "", "![validation curves for each learning rate](exp2_learning_rate.png)", ""]
+    plot_curves([(_("Validation loss for each learning rate"), _("step"),
+                  [(f"lr {lr:g}" + (_(" (tuned)") if lr == tuned else ""), [row.step for row in r.rows],
+                    [row.val_loss for row in r.rows]) for lr, r in results.items()])],
+                _("val loss"), Path(args.out) / "exp2_learning_rate.png", markersize=3)
     return lines
 
 
@@ -303,35 +278,18 @@ def distinct_ngrams(text, n):
     return len({text[i : i + n] for i in range(len(text) - n + 1)})
 
 
-@torch.no_grad()
-def mean_nll(model, ids, start, batch_size=256):
-    """The model's mean negative log-likelihood (nats per character) of ids[start:], each character
-    scored with the block_size characters before it (fewer at the very beginning)."""
-    model.eval()
-    ids = torch.tensor(ids)
-    block = model.block_size
-    total = 0.0
-    # Characters 1..block: one causal pass over the first block characters sees each one's whole prefix.
-    logits, _ = model(ids[None, :block])
-    logprobs = torch.log_softmax(logits[0, : len(ids) - 1], dim=-1)  # predicts ids[1 : block + 1]
-    targets = torch.arange(1, 1 + len(logprobs))
-    keep = targets >= start
-    total -= logprobs[keep.nonzero()[:, 0], ids[targets[keep]]].sum().item()
-    # Later characters: each one's own window of the block characters before it, many windows per pass.
-    later = [t for t in range(block + 1, len(ids)) if t >= start]
-    for i in range(0, len(later), batch_size):
-        chunk = torch.tensor(later[i : i + batch_size])
-        windows = ids[chunk[:, None] - block + torch.arange(block)]  # (N, block)
-        logits, _ = model(windows)
-        total -= torch.log_softmax(logits[:, -1], dim=-1)[torch.arange(len(chunk)), ids[chunk]].sum().item()
-    return total / max(len(ids) - max(start, 1), 1)
-
-
 def sample_measures(text, train_words, model, ids, start):
     generated = words(text)
     known = sum(word in train_words for word in generated) / max(len(generated), 1)
     return {"distinct chars": len(set(text)), "distinct 3-grams": distinct_ngrams(text, 3),
-            "known words": known, "nll": mean_nll(model, ids, start)}
+            "known words": known, "nll": sample_nll(model, ids, start)}
+
+
+def sample_nll(model, ids, start):
+    """The model's mean negative log-likelihood (nats per character) of ids[start:], scored as the whole-split
+    evaluation scores a text (utils.token_losses: windows of block_size one after the other)."""
+    losses = token_losses(model, ids, model.block_size, 256, "cpu").losses
+    return losses[max(start, 1) - 1:].double().mean().item()
 
 
 def experiment_sampling(plan, args, scale):
@@ -343,7 +301,7 @@ def experiment_sampling(plan, args, scale):
             path=ckpt))
     model, tokenizer = load_model(ckpt, "cpu")
     text = read_text(SHAKESPEARE)
-    train_words = set(words(text[: int(0.9 * len(text))]))  # the training split's words
+    train_words = set(words(train_val_split(text)[0]))  # the training split's words
     n_chars = 1000  # so that counts of distinct characters and 3-grams are "per 1,000 characters"
     prompt = "\n"
     lines = ["## Experiment 3: sampling · 实验3：生成参数", "",
@@ -366,17 +324,20 @@ def experiment_sampling(plan, args, scale):
         say(f"  {label}：不同字符 {m['distinct chars']:.0f}，不同 3-gram {m['distinct 3-grams']:.0f}，"
             f"真实单词占比 {m['known words']:.0%}，NLL {m['nll']:.2f}")
     cold, hot = measured["temperature 0.3"], measured["temperature 1.5"]
-    verdict = (f"From temperature 0.3 to 1.5, distinct 3-grams go from {cold['distinct 3-grams']} to "
-               f"{hot['distinct 3-grams']}, the share of real words from {cold['known words']:.0%} to "
-               f"{hot['known words']:.0%} and the model's NLL from {cold['nll']:.2f} to {hot['nll']:.2f}: "
-               + ("a low temperature gives safer, more repetitive text, a high one more varied text with more "
-                  "broken words." if cold["distinct 3-grams"] < hot["distinct 3-grams"] and cold["nll"] < hot["nll"]
-                  else "at this model's stage of training the usual pattern does not show clearly."))
-    say(f"  temperature 从 0.3 到 1.5：不同 3-gram 从 {cold['distinct 3-grams']} 个变成 {hot['distinct 3-grams']} 个，"
-        f"真实单词占比从 {cold['known words']:.0%} 变成 {hot['known words']:.0%}，NLL 从 {cold['nll']:.2f} 变成 {hot['nll']:.2f}。"
-        + ("温度低：稳妥但重复；温度高：更多样，但错字更多。" if cold["distinct 3-grams"] < hot["distinct 3-grams"]
-           and cold["nll"] < hot["nll"] else "这个模型还没训练到能清楚看出这个规律。"))
-    lines += ["", verdict, ""]
+
+    def verdict(lang=None):
+        text = _("From temperature 0.3 to 1.5, distinct 3-grams go from {cold3} to {hot3}, the share of real words from "
+                 "{cold_known:.0%} to {hot_known:.0%} and the model's NLL from {cold_nll:.2f} to {hot_nll:.2f}:",
+                 lang).format(cold3=cold["distinct 3-grams"], hot3=hot["distinct 3-grams"],
+                              cold_known=cold["known words"], hot_known=hot["known words"], cold_nll=cold["nll"],
+                              hot_nll=hot["nll"])
+        usual = cold["distinct 3-grams"] < hot["distinct 3-grams"] and cold["nll"] < hot["nll"]
+        return text + " " + (_("a low temperature gives safer, more repetitive text, a high one more varied text "
+                               "with more broken words.", lang) if usual else
+                             _("at this model's stage of training the usual pattern does not show clearly.", lang))
+
+    say("  " + verdict("zh"))
+    lines += ["", verdict(), ""]
     return lines
 
 

@@ -74,3 +74,18 @@ def plot_losses(steps, train_losses, val_losses, path, title="Training progress"
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_curves(panels, ylabel, path, size=(8, 4.5), markersize=6):
+    """Save side-by-side line charts as a PNG: panels is a list of (title, x label, [(label, xs, ys), ...])."""
+    plt = pyplot(chinese=language() == "zh")
+    fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False)
+    for ax, (title, xlabel, lines) in zip(axes[0], panels):
+        for label, xs, ys in lines:
+            ax.plot(xs, ys, marker="o", markersize=markersize, label=label)
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

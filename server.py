@@ -34,7 +34,7 @@ from checkpoint import load_checkpoint, model_from_checkpoint
 from cli import UserError
 from qa_format import END, prompt as qa_prompt
 from sampling import StopText, check_sampling_args, sampling_probs
-from utils import REPO_DIR
+from utils import REPO_DIR, read_text, token_losses, train_val_split
 
 STATIC = REPO_DIR / "static"
 MAX_TOKENS = 2000  # per request
@@ -455,21 +455,16 @@ def attention(body: TextRequest, server: Server = Depends(server_of)):
 
 
 SURPRISE_TOP = 5  # alternatives shown when hovering over a character
+SCORE_BATCH = 16  # windows per forward pass when scoring a text (at most MAX_PROMPT_CHARS tokens)
 
 
 def scored_tokens(model, ids, device, lock=None, top=1):
     """Yield (token id, its log-probability, [(log-probability, id)] of the `top` likeliest) for every token of ids
-    but the first, scored as train.py's whole-split evaluation scores it (utils.token_losses): from the tokens
-    before it in its window, the windows of block_size one after the other."""
-    block = model.block_size
-    x, y = torch.tensor(ids[:-1], device=device), ids[1:]
-    for start in range(0, len(y), block):
-        with lock or nullcontext(), torch.no_grad():
-            logits, _ = model(x[None, start:start + block])
-        logp = torch.log_softmax(logits[0].float(), dim=-1)  # (T, V)
-        best = logp.topk(min(max(top, 1), logp.shape[-1]), dim=-1)
-        for t, target in enumerate(y[start:start + block]):
-            yield target, logp[t, target].item(), list(zip(best.values[t].tolist(), best.indices[t].tolist()))
+    but the first, as train.py's whole-split evaluation scores it (utils.token_losses)."""
+    with lock or nullcontext():
+        scores = token_losses(model, ids, model.block_size, SCORE_BATCH, device, top=max(top, 1))
+    for k, target in enumerate(scores.targets.tolist()):
+        yield target, -scores.losses[k].item(), list(zip(scores.top_logprobs[k].tolist(), scores.top_ids[k].tolist()))
 
 
 def surprise(model, tokenizer, ids, device, lock=None, top=SURPRISE_TOP):
@@ -524,9 +519,8 @@ def validation_start(server: Server = Depends(server_of)):
         path = REPO_DIR / path
     if path is None or not path.is_file():
         raise bad_request(f"the text this model was trained on ({data}) is not on this computer; paste a text instead")
-    text = path.read_text(encoding="utf-8")
-    start = int(0.9 * len(text))  # train.py's split: the last tenth of the characters
-    return {"text": text[start:start + VALIDATION_START_CHARS], "path": str(data)}
+    validation = train_val_split(read_text(path))[1]  # train.py's split: the last tenth of the characters
+    return {"text": validation[:VALIDATION_START_CHARS], "path": str(data)}
 
 
 @page_api.post("/chat")

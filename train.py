@@ -43,7 +43,7 @@ from plots import plot_losses
 from start import DEFAULT_DATA, DEFAULT_SEED, HistoryRow, RunState, rng_state, start_run
 from train_runtime import (
     CpuMeter, OutDirLock, Pace, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, choose_threads,
-    setup_distributed, slow_run_note,
+    progress_bar, setup_distributed, show_progress, slow_run_note,
 )
 from utils import estimate_loss, full_split_scores, get_batch
 
@@ -85,7 +85,7 @@ def main(argv=None):
     try:
         out_dir = Path(args.out_dir)
         with OutDirLock(out_dir) if rank == 0 else nullcontext():  # one run at a time writes to out_dir
-            train(args, rank, world_size, device)
+            run = train(args, rank, world_size, device)
         if dist.is_initialized():
             # Leave together: rank 0 still scores and saves the best model after the loop, and a rank that tears
             # gloo down meanwhile was once seen to abort at exit ("terminate called without an active exception").
@@ -94,6 +94,7 @@ def main(argv=None):
         torch.set_num_threads(threads)
         if dist.is_initialized():
             dist.destroy_process_group()
+    return run  # for day5_experiments.py, which calls training as a function
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def train(args, rank, world_size, device):
     cfg, state = run.cfg, run.state
     start = time.perf_counter() - state.seconds  # the clock continues where a resumed run stopped
     run.meter, run.pace = CpuMeter(), Pace(state.step, state.seconds)  # did other programs slow it down?
-    bar = progress_bar(run)
+    bar = progress_bar(cfg, state, run.master)  # steps, or seconds under a time budget
     with StopRequest() as ctrl_c, stop_cleanly(run, bar):
         while True:
             state.seconds, stop = agree_on_clock_and_ctrl_c(start, ctrl_c, world_size, device)  # rank 0 decides
@@ -123,9 +124,10 @@ def train(args, rank, world_size, device):
             state.step += 1
             run.update_average()  # in the run's last average_fraction: add these weights to the average
             run.pace.update(state.step)
-            show_progress(bar, run, loss, lr, start)
+            show_progress(bar, state.step, loss, lr, cfg.time_budget, start)
     bar.close()
     finish(run)  # log.csv, loss.png, the summary and a sample
+    return run
 
 
 @dataclass
@@ -309,7 +311,7 @@ def describe(run, start, args):
 
 
 # ----------------------------------------------------------------------------------------------
-# During the loop: the clock, Ctrl-C, the progress bar
+# During the loop: Ctrl-C and a NaN loss
 
 
 def save_and_exit(run, bar):
@@ -352,29 +354,6 @@ class stop_cleanly:
                 "keep the last good model. Try a lower --learning_rate (now {lr})"
             ).format(step=run.state.step, last=run.last_path, ckpt=run.ckpt_path, lr=run.cfg.learning_rate)) from None
         return False
-
-
-def progress_bar(run):
-    """A tqdm bar that counts steps, or whole seconds under a time budget (rank 0 only)."""
-    cfg, state = run.cfg, run.state
-    if cfg.time_budget:
-        return tqdm(total=math.ceil(cfg.time_budget), initial=int(state.seconds), desc=_("training"), unit="s",
-                    dynamic_ncols=True, disable=not run.master,
-                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s [{elapsed}<{remaining}{postfix}]")
-    return tqdm(total=cfg.max_iters, initial=state.step, desc=_("training"), unit=_("step"), dynamic_ncols=True,
-                disable=not run.master)
-
-
-def show_progress(bar, run, loss, lr, start):
-    if run.state.step % 10 == 0:  # reading the loss waits for the GPU, so not every step
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(run.state.step)
-        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.1e}")
-    if run.cfg.time_budget:
-        bar.update(min(int(time.perf_counter() - start), bar.total) - bar.n)
-    else:
-        bar.update(1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ train.py uses these so that its own loop can read like day 4's:
   check_in_sync              the processes really ended with the same weights
   StopRequest                the first Ctrl-C stops between two steps, so saved state is whole
   OutDirLock                 one run at a time writes to an output folder
+  progress_bar, show_progress  the tqdm bar: steps, or seconds under a time budget
 """
 
+import math
 import os
 import signal
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from cli import UserError
 from device import get_device
@@ -252,3 +255,26 @@ class Pace:
             if self.windows > 0:
                 self.best = max(self.best, (step - self.mark[0]) / max(now - self.mark[1], 1e-9))
             self.mark, self.windows = (step, now), self.windows + 1
+
+
+def progress_bar(cfg, state, master):
+    """A tqdm bar that counts steps, or whole seconds under a time budget (rank 0 only)."""
+    if cfg.time_budget:
+        return tqdm(total=math.ceil(cfg.time_budget), initial=int(state.seconds), desc=_("training"), unit="s",
+                    dynamic_ncols=True, disable=not master,
+                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s [{elapsed}<{remaining}{postfix}]")
+    return tqdm(total=cfg.max_iters, initial=state.step, desc=_("training"), unit=_("step"), dynamic_ncols=True,
+                disable=not master)
+
+
+def show_progress(bar, step, loss, lr, time_budget, start):
+    """After a step: the loss and lr every ten steps, and the bar moved on (by a step, or to the clock)."""
+    if step % 10 == 0:  # reading the loss waits for the GPU, so not every step
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(step)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.1e}")
+    if time_budget:
+        bar.update(min(int(time.perf_counter() - start), bar.total) - bar.n)
+    else:
+        bar.update(1)

@@ -9,6 +9,7 @@ optim.py (optimizers and the learning-rate schedule) and token_cache.py (a text'
 import math
 import random
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -216,17 +217,26 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, see
     return out
 
 
+class TokenScores(NamedTuple):
+    """What token_losses measures at each prediction of a text, in text order (N = tokens - 1)."""
+    losses: torch.Tensor  # (N,) float: the loss (nats) of each prediction, -log p(target)
+    targets: torch.Tensor  # (N,) int64: the token each one predicts (the text's tokens after the first)
+    top_logprobs: torch.Tensor  # (N, top): log-probabilities of the model's `top` likeliest tokens there
+    top_ids: torch.Tensor  # (N, top): those tokens
+
+
 @torch.no_grad()
-def token_losses(model, data, block_size, batch_size, device):
-    """The loss (nats) of every prediction in the whole of `data`, and the token each one predicts.
+def token_losses(model, data, block_size, batch_size, device, top=0):
+    """Score every prediction in the whole of `data`: the one whole-text scorer, used by train.py's
+    whole-split evaluation, the playground's Surprise view and echo logprobs, and day 5.
 
     The text is cut into windows of block_size tokens, one after the other (the last may be shorter).
     Each token but the first is predicted exactly once, from the tokens before it in its window.
-    Returns (losses, targets), 1-D float and int64 tensors on the CPU, in text order.
+    top: also keep the `top` likeliest tokens at each prediction. Returns TokenScores, on the CPU.
     """
     if len(data) < 2:
         raise ValueError(f"need at least 2 tokens to predict one, got {len(data)}")
-    if not isinstance(data, torch.Tensor):  # a read-only memory map of the token cache: copy it
+    if not isinstance(data, torch.Tensor):  # a read-only memory map of the token cache, or a list: copy it
         data = torch.from_numpy(np.array(data, dtype=np.int64))
     data = data.long()
     n = (len(data) - 1) // block_size  # whole windows
@@ -236,19 +246,26 @@ def token_losses(model, data, block_size, batch_size, device):
         batches.append((data[n * block_size : -1][None], data[n * block_size + 1 :][None]))
     was_training = model.training
     model.eval()
-    losses = []
+    losses, top_logprobs, top_ids = [], [], []
     for xb, yb in batches:
         logits, _ = model(xb.to(device))
-        losses.append(F.cross_entropy(logits.flatten(0, 1).float(), yb.to(device).flatten(), reduction="none").cpu())
+        logits = logits.flatten(0, 1).float()  # (B * T, V)
+        losses.append(F.cross_entropy(logits, yb.to(device).flatten(), reduction="none").cpu())
+        if top:  # (B * T, top)
+            best = torch.log_softmax(logits, dim=-1).topk(min(top, logits.shape[-1]), dim=-1)
+            top_logprobs.append(best.values.cpu())
+            top_ids.append(best.indices.cpu())
     model.train(was_training)
-    return torch.cat(losses), data[1:]
+    losses = torch.cat(losses)
+    if not top:
+        top_logprobs, top_ids = [torch.zeros(len(losses), 0)], [torch.zeros(len(losses), 0, dtype=torch.long)]
+    return TokenScores(losses, data[1:], torch.cat(top_logprobs), torch.cat(top_ids))
 
 
 def full_split_loss(model, data, block_size, batch_size, device):
     """Mean loss (nats per token) over the whole of `data` (see token_losses). estimate_loss() samples
     a few random windows, which is quick but noisy; this is the number to compare runs by. Returns a float."""
-    losses, _ = token_losses(model, data, block_size, batch_size, device)
-    return losses.double().mean().item()
+    return token_losses(model, data, block_size, batch_size, device).losses.double().mean().item()
 
 
 def full_split_scores(model, data, block_size, batch_size, device, chars_per_token):
@@ -259,6 +276,7 @@ def full_split_scores(model, data, block_size, batch_size, device, chars_per_tok
     by the tokens. For a character model it is simply the loss / ln 2.
     chars_per_token: a numpy array, characters in each token id (the tokenizer's).
     """
-    losses, targets = token_losses(model, data, block_size, batch_size, device)
-    chars = torch.as_tensor(chars_per_token)[targets].sum().item()
-    return losses.double().mean().item(), losses.double().sum().item() / math.log(2) / chars
+    scores = token_losses(model, data, block_size, batch_size, device)
+    chars = torch.as_tensor(chars_per_token)[scores.targets].sum().item()
+    losses = scores.losses.double()
+    return losses.mean().item(), losses.sum().item() / math.log(2) / chars

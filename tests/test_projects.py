@@ -64,13 +64,16 @@ def test_day5_sampling_measures():
 
     model = GPTModel(5, n_embd=8, num_heads=2, n_layer=1, block_size=4)
     ids = [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
-    # NLL scored in windows equals scoring every position with its own block_size context directly.
-    expected = []
+    # The sample's NLL is the whole-split evaluation's scoring (utils.token_losses): windows of block_size one after
+    # the other, each token predicted from the tokens before it in its window, counted from the sample's start.
+    expected = {}
     with torch.no_grad():
         for t in range(1, len(ids)):
-            context = torch.tensor([ids[max(0, t - 4) : t]])
-            expected.append(-torch.log_softmax(model(context)[0][0, -1], -1)[ids[t]].item())
-    assert day5_experiments.mean_nll(model, ids, 1) == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+            context = torch.tensor([ids[4 * ((t - 1) // 4) : t]])
+            expected[t] = -torch.log_softmax(model(context)[0][0, -1], -1)[ids[t]].item()
+    for start in (1, 5):
+        by_hand = [expected[t] for t in range(start, len(ids))]
+        assert day5_experiments.sample_nll(model, ids, start) == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-5)
 
 
 def test_day5_needs_experiment_2_before_3(tmp_path, monkeypatch, capsys):

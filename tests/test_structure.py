@@ -21,7 +21,8 @@ def local_imports(path):
 
 def test_no_script_imports_another_script():
     imported = {name: sorted(local_imports(path) & SCRIPTS) for name, path in FILES.items()}
-    assert {name: found for name, found in imported.items() if found} == {}
+    # The one exception: day 5 runs its experiments as train.py runs, calling train.main(argv) as a function.
+    assert {name: found for name, found in imported.items() if found} == {"day5_experiments": ["train"]}
     assert {"train", "generate", "playground", "bench", "day4_train_small"} <= SCRIPTS  # the check sees them
 
 
