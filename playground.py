@@ -30,7 +30,8 @@ from i18n import _
 try:
     import uvicorn
 
-    from server import Server, create_app, load
+    from server import create_app
+    from serving import Server, load
 except ImportError:  # the page's extra dependencies; the core tutorial doesn't need them
     print("error: " + _("the playground needs FastAPI and uvicorn: python3 -m pip install -r requirements-web.txt"),
           file=sys.stderr)

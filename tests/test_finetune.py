@@ -12,7 +12,7 @@ import generate
 import prepare_qa_data
 import train
 from conftest import REPO, assert_clean_error, run
-from server import load as playground_load
+from serving import load as playground_load
 from utils import CharTokenizer
 
 TOY = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "32", "--batch_size", "16",

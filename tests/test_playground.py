@@ -21,6 +21,7 @@ uvicorn = pytest.importorskip("uvicorn")
 import playground  # noqa: E402
 import prepare_qa_data  # noqa: E402
 import server as playground_server  # noqa: E402
+import serving  # noqa: E402
 import train  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from conftest import REPO, free_port, run  # noqa: E402
@@ -54,8 +55,8 @@ class LiveServer:
     """The app on 127.0.0.1 in a background thread, stopped when the test ends."""
 
     def __init__(self, root, api_key=None, checkpoint=None):
-        loaded = playground_server.load(checkpoint or root / "out-qa" / "ckpt.pt", "cpu")
-        self.state = playground_server.Server(loaded, "cpu", api_key=api_key, root=root)
+        loaded = serving.load(checkpoint or root / "out-qa" / "ckpt.pt", "cpu")
+        self.state = serving.Server(loaded, "cpu", api_key=api_key, root=root)
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(playground_server.create_app(self.state), host="127.0.0.1",
                                                     port=self.port, log_level="warning"))

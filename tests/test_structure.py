@@ -38,3 +38,14 @@ def test_the_modules_form_layers_without_cycles():
     assert modules["model"] <= {"device", "i18n", "sampling"}  # the network stands on its own: no checkpoints
     assert modules["sampling"] <= {"i18n"}  # choosing tokens needs logits, not the model that made them
     assert "checkpoint" not in modules["token_cache"]  # a text cache sits below the model: files.py is enough
+    # The server in rooms: the page's API and the OpenAI API each stand on serving.py, and only server.py joins them.
+    assert {"page_api", "openai_api"} <= modules["server"]
+    assert "openai_api" not in modules["page_api"] and "page_api" not in modules["openai_api"]
+    assert "serving" in modules["page_api"] & modules["openai_api"]
+
+
+def test_the_files_a_learner_reads_first_stay_short():
+    # Past ~450 lines a file holds more than one concept (STYLE.md, 20): nanoGPT's train.py is 336.
+    lengths = {name: len(FILES[name].read_text(encoding="utf-8").splitlines())
+               for name in ("train", "start", "server", "serving", "page_api", "openai_api")}
+    assert {name: n for name, n in lengths.items() if n > 450} == {}

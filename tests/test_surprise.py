@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("fastapi", reason="the playground's extras: pip install -r requirements-web.txt")
 openai = pytest.importorskip("openai")
 
-import server as playground_server  # noqa: E402
+import page_api  # noqa: E402
 import train  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from conftest import run  # noqa: E402
@@ -54,7 +54,7 @@ def test_the_surprise_view_scores_a_text_as_the_whole_split_evaluation_does(root
         status, text = server.post("/api/surprise", {"text": start})
     result = json.loads(text)
     qa = (root / "qa.txt").read_text(encoding="utf-8")
-    assert status == 200 and start == qa[int(0.9 * len(qa)):][:playground_server.VALIDATION_START_CHARS]
+    assert status == 200 and start == qa[int(0.9 * len(qa)):][:page_api.VALIDATION_START_CHARS]
     assert len(start) > 2 * 32  # more than two windows of the toy's block_size
     bpc, total = expected_bits(checkpoint, start)
     assert result["kind"] == kind and result["mean_bits"] == pytest.approx(bpc, abs=1e-5)
@@ -62,7 +62,7 @@ def test_the_surprise_view_scores_a_text_as_the_whole_split_evaluation_does(root
     assert "".join(result["chars"]) == start  # every character shown once, in order
     assert sum(b for b in result["char_bits"] if b is not None) == pytest.approx(total, rel=1e-5)  # bits kept whole
     assert result["char_bits"][0] is None and result["tokens"][0]["bits"] is None  # the first token: only context
-    assert all(len(t["top"]) == playground_server.SURPRISE_TOP for t in result["tokens"][1:])
+    assert all(len(t["top"]) == page_api.SURPRISE_TOP for t in result["tokens"][1:])
     if kind == "bpe":
         assert len(result["tokens"]) < len(start) and max(result["char_token"]) == len(result["tokens"]) - 1
 
@@ -129,7 +129,7 @@ def test_the_surprise_view_in_headless_chromium(root, bpe_checkpoint):
                 spans = driver.find_elements(By.CSS_SELECTOR, "#surprise_out span")
                 ActionChains(driver).move_to_element(spans[hardest]).perform()
                 bars = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#surprise_bars .bar"))
-                assert len(bars) == playground_server.SURPRISE_TOP
+                assert len(bars) == page_api.SURPRISE_TOP
                 assert " bits" in driver.find_element(By.ID, "surprise_pick").text
                 if shots and kind == "bpe":
                     driver.save_screenshot(os.path.join(shots, "playground_surprise.png"))
