@@ -37,3 +37,9 @@ def test_every_relative_link_of_every_page_resolves():
               for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8"))
               if not target.startswith(("http", "#", "mailto:")) and not (page.parent / target.split("#")[0]).exists()]
     assert not broken
+
+
+def test_the_front_pages_stay_a_first_minute_long():
+    # Detail belongs under docs/ (STYLE.md, 19): the Chinese page within 8,000 characters, the English within 12,000.
+    assert len((REPO / "README.md").read_text(encoding="utf-8")) <= 8000
+    assert len((REPO / "README_en.md").read_text(encoding="utf-8")) <= 12000
