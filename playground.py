@@ -15,7 +15,8 @@ head, and a model card. The same server answers POST /v1/completions, POST /v1/c
     client.completions.create(model="mini-gpt", prompt="ROMEO:", max_tokens=100)
 
 It binds 127.0.0.1 unless --host says otherwise; the API has no authentication unless --api_key is given.
-The server itself, a thin layer over the functions the scripts use, is server.py.
+The server itself, a thin layer over the functions the scripts use, is server.py (with serving.py, page_api.py and
+openai_api.py).
 """
 
 import argparse
