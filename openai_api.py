@@ -33,14 +33,18 @@ class CompletionRequest(BaseModel):
     logprobs: Optional[int] = Field(None, ge=0, le=TOP)
     echo: bool = False
 
+
 class StreamOptions(BaseModel):
     include_usage: bool = False  # end the stream with a chunk that holds the usage, and no choices
 
+
 CompletionRequest.model_rebuild()
+
 
 class Message(BaseModel):
     role: str
     content: str
+
 
 class ChatRequest(BaseModel):
     model: Optional[str] = None
@@ -55,6 +59,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
 
+
 def stop_strings(body):
     """A request's `stop` (a string, a list or nothing) as a list, checked."""
     stops = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
@@ -64,19 +69,24 @@ def stop_strings(body):
         raise bad_request(f"a stop string has at most {MAX_TOKENS:,} characters", "stop")
     return stops
 
+
 def include_usage(body):
     return body.stream_options is not None and body.stream_options.include_usage
+
 
 def usage(prompt_tokens, completion_tokens):
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
 
+
 openai_api = APIRouter(prefix="/v1")
+
 
 @openai_api.get("/models")
 def models(server: Server = Depends(server_of)):
     return {"object": "list", "data": [{"id": server.loaded.model_id, "object": "model", "created": 0,
                                         "owned_by": "mini-gpt"}]}
+
 
 @dataclass
 class Choice:
@@ -86,6 +96,7 @@ class Choice:
     ids: list
     seed: Optional[int]
     generated: int = 0  # tokens generated so far (a stop string's too): the usage's completion_tokens
+
 
 def completion_pieces(server, loaded, body, choice, stops, sampling, cancelled=None):
     """Yield (text piece, its logprob entries, finish_reason or None) for one choice of a completion."""
@@ -110,9 +121,11 @@ def completion_pieces(server, loaded, body, choice, stops, sampling, cancelled=N
             return
     yield text.rest(), pending, "length"
 
+
 def token_count(loaded, text):
     """How many tokens text is: its characters, for a character model; for BPE, what its tokenizer makes of it."""
     return len(text) if loaded.tokenizer.kind == "char" else len(loaded.tokenizer.encode(text))
+
 
 def entries_within(entries, n_chars):
     """How many of the first logprob entries the first n_chars characters of text hold whole."""
@@ -123,6 +136,7 @@ def entries_within(entries, n_chars):
         n_chars -= entry[3]
         count += 1
     return count
+
 
 def prompt_entries(server, loaded, ids, top):
     """One logprob entry per prompt token, as echo + logprobs returns them: the first token has nothing before it
@@ -136,6 +150,7 @@ def prompt_entries(server, loaded, ids, top):
                         len(decoder.decode([target]))))
     return entries
 
+
 def logprob_block(body, entries, offset):
     """OpenAI's `logprobs` of a completion choice for these entries, whose text starts at `offset`."""
     if body.logprobs is None:
@@ -146,6 +161,7 @@ def logprob_block(body, entries, offset):
         offset += entry[3]
     return {"tokens": [e[0] for e in entries], "token_logprobs": [e[1] for e in entries],
             "top_logprobs": [e[2] for e in entries], "text_offset": offsets}
+
 
 @openai_api.post("/completions")
 async def completions(body: CompletionRequest, request: Request, server: Server = Depends(server_of)):
@@ -182,6 +198,7 @@ async def completions(body: CompletionRequest, request: Request, server: Server 
 
     return await unless_gone(request, work)
 
+
 def stream_completion(server, loaded, body, choices, stops, sampling, head, prompt_tokens):
     """The server-sent events of a streamed completion: each choice's pieces in turn, the usage if asked, [DONE]."""
     completion_tokens = 0
@@ -201,6 +218,7 @@ def stream_completion(server, loaded, body, choices, stops, sampling, head, prom
     if include_usage(body):
         yield sse({**head, "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
     yield "data: [DONE]\n\n"
+
 
 @openai_api.post("/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request, server: Server = Depends(server_of)):

@@ -29,17 +29,22 @@ class GenerateRequest(BaseModel):  # the page's own request: also top_k, and the
     seed: Optional[int] = Field(None, **SEED)
     use_cache: bool = True
 
+
 class TextRequest(BaseModel):
     text: str
 
+
 class LoadRequest(BaseModel):
     path: str
+
 
 def top_choices(probs, tokenizer, k=TOP):
     values, ids = probs.topk(min(k, probs.numel()))
     return [[tokenizer.token_text(i), round(v, 5)] for v, i in zip(values.tolist(), ids.tolist()) if v > 0]
 
+
 page_api = APIRouter(prefix="/api")
+
 
 @page_api.get("/info")
 def info(server: Server = Depends(server_of)):
@@ -49,9 +54,11 @@ def info(server: Server = Depends(server_of)):
     return {**loaded.card, "model_id": loaded.model_id, "checkpoints": list_checkpoints(server.root),
             "max_tokens": MAX_TOKENS, "export_command": export}
 
+
 @page_api.get("/checkpoints")
 def checkpoints(server: Server = Depends(server_of)):
     return {"checkpoints": list_checkpoints(server.root)}
+
 
 @page_api.post("/load")
 def load_checkpoint_route(body: LoadRequest, server: Server = Depends(server_of)):
@@ -65,6 +72,7 @@ def load_checkpoint_route(body: LoadRequest, server: Server = Depends(server_of)
     except UserError as e:  # it names the file by its full path: show the name the page gave instead
         raise bad_request(str(e).replace(str(path), body.path), "path") from None
     return info(server)
+
 
 @page_api.post("/generate")
 def generate(body: GenerateRequest, server: Server = Depends(server_of)):
@@ -90,6 +98,7 @@ def generate(body: GenerateRequest, server: Server = Depends(server_of)):
 
     return event_stream(events())
 
+
 @page_api.post("/attention")
 def attention(body: TextRequest, server: Server = Depends(server_of)):
     loaded = server.loaded
@@ -100,7 +109,9 @@ def attention(body: TextRequest, server: Server = Depends(server_of)):
     return {"chars": chars, "maps": [[[[round(v, 4) for v in row] for row in head] for head in layer[0].tolist()]
                                      for layer in maps]}
 
+
 SURPRISE_TOP = 5  # alternatives shown when hovering over a character
+
 
 def surprise(model, tokenizer, ids, device, lock=None, top=SURPRISE_TOP):
     """How surprised the model is by each token of ids, and by each character of their text.
@@ -132,6 +143,7 @@ def surprise(model, tokenizer, ids, device, lock=None, top=SURPRISE_TOP):
             "total_bits": total, "scored_chars": scored_chars,
             "mean_bits": total / scored_chars if scored_chars else None}
 
+
 @page_api.post("/surprise")
 def surprise_route(body: TextRequest, server: Server = Depends(server_of)):
     loaded = server.loaded
@@ -140,7 +152,9 @@ def surprise_route(body: TextRequest, server: Server = Depends(server_of)):
         raise bad_request("give at least two tokens of text: the first one is only context", "text")
     return surprise(loaded.model, loaded.tokenizer, ids, server.device, server.step_lock)
 
+
 VALIDATION_START_CHARS = 1000
+
 
 @page_api.get("/validation_start")
 def validation_start(server: Server = Depends(server_of)):
@@ -153,6 +167,7 @@ def validation_start(server: Server = Depends(server_of)):
         raise bad_request(f"the text this model was trained on ({data}) is not on this computer; paste a text instead")
     validation = train_val_split(read_text(path))[1]  # train.py's split: the last tenth of the characters
     return {"text": validation[:VALIDATION_START_CHARS], "path": str(data)}
+
 
 @page_api.post("/chat")
 def chat(body: TextRequest, server: Server = Depends(server_of)):

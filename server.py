@@ -18,7 +18,10 @@ from openai_api import openai_api
 from page_api import page_api
 from utils import REPO_DIR
 
+
 STATIC = REPO_DIR / "static"
+
+
 # The largest valid request is 8 prompts of 4,000 characters; escaped as JSON (a 4-byte character as a \\uXXXX pair,
 # 12 bytes) that is 384 KB. 1 MiB leaves room for the rest and refuses a 100 MB body before reading it.
 MAX_BODY_BYTES = 1 << 20
@@ -29,6 +32,7 @@ def error_response(status, message, param=None, kind="invalid_request_error", co
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
                         status_code=status)
 
+
 async def invalid_request(request, exc):
     """Malformed JSON or a field out of range: OpenAI's error shape, no traceback."""
     first = exc.errors()[0] if exc.errors() else {}
@@ -38,12 +42,14 @@ async def invalid_request(request, exc):
     message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
     return error_response(400, message, where)
 
+
 async def http_error(request, exc):
     """Our own 400s (already in OpenAI's shape), and Starlette's 404, 405 and body-parsing errors."""
     if isinstance(exc.detail, dict):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
     return error_response(exc.status_code, str(exc.detail), kind=kind)
+
 
 def create_app(server):
     app = FastAPI(title="Mini-GPT playground", docs_url=None, redoc_url=None)
@@ -60,6 +66,7 @@ def create_app(server):
     app.include_router(openai_api)
     return Gate(app, server.api_key)
 
+
 async def drain(receive, seen=0):
     """Read the rest of a refused body, keeping none of it, up to 16 times the limit (a client sending more than
     that is cut off)."""
@@ -68,6 +75,7 @@ async def drain(receive, seen=0):
         seen += len(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body"):
             return
+
 
 class Gate:
     """What every request passes before the app sees it (plain ASGI: Starlette's middleware classes would hide a

@@ -25,11 +25,17 @@ from qa_format import END
 from sampling import StopText, check_sampling_args
 from utils import REPO_DIR, token_losses
 
+
 MAX_TOKENS = 2000  # per request
+
 MAX_PROMPT_CHARS = 4000
+
 MAX_N = 8  # completions per request
+
 TOP = 10  # next-character probabilities shown per step
+
 SEED = dict(ge=-2**63, le=2**63 - 1)  # OpenAI's seed is a 64-bit integer (torch takes it, and seed + n, from there)
+
 SCORE_BATCH = 16  # windows per forward pass when scoring a text (at most MAX_PROMPT_CHARS tokens)
 
 
@@ -41,6 +47,7 @@ def output_folders(root):
     """Where the checkpoint picker looks: the output folders (out/, out-*/) in root, nothing else."""
     return sorted(p for p in Path(root).glob("out*") if p.is_dir() and not p.is_symlink())
 
+
 def list_checkpoints(root):
     """Every ckpt.pt under the output folders that the picker may load, as paths relative to root."""
     found = []
@@ -48,12 +55,14 @@ def list_checkpoints(root):
         found += [p.relative_to(root).as_posix() for p in folder.rglob("ckpt.pt") if p.is_file()]
     return sorted(name for name in found if loadable(name, root))
 
+
 def loadable(name, root):
     try:
         resolve_checkpoint(name, root)
         return True
     except ValueError:
         return False
+
 
 def resolve_checkpoint(name, root):
     """The file the picker may load for name, or ValueError: a listed ckpt.pt, given relative to root."""
@@ -67,6 +76,7 @@ def resolve_checkpoint(name, root):
         raise ValueError(f"no checkpoint at {name}")
     return path
 
+
 @dataclass
 class Loaded:
     """One model in memory, with what the page and the API say about it."""
@@ -79,6 +89,7 @@ class Loaded:
     @property
     def model_id(self):
         return "mini-gpt-" + Path(self.path).parent.name
+
 
 def load(path, device, qa=None):
     """Read a checkpoint once: its model (in eval mode on device) and its model card."""
@@ -98,6 +109,7 @@ def load(path, device, qa=None):
         "heads": model.blocks[0].attn.num_heads, "qa": is_qa,
     }
     return Loaded(model, tokenizer, str(path), card, is_qa)
+
 
 class Server:
     """The state behind the app: the loaded model and a lock that lets one token be computed at a time.
@@ -159,6 +171,7 @@ class Server:
                 yield piece, None
         yield text.rest(), "length"
 
+
 def server_of(request: Request) -> Server:
     """The Server a request is for (a FastAPI dependency)."""
     return request.app.state.server
@@ -169,6 +182,7 @@ def server_of(request: Request) -> Server:
 
 def bad_request(message, param=None):
     return HTTPException(400, {"message": message, "type": "invalid_request_error", "param": param, "code": None})
+
 
 def sampling_args(body):
     """A request's sampling fields as generate_stream's arguments (temperature, top_k, top_p), checked.
@@ -181,11 +195,13 @@ def sampling_args(body):
         raise bad_request(str(e)) from None
     return body.temperature, top_k, top_p
 
+
 def check_length(text, param="prompt"):
     if len(text) > MAX_PROMPT_CHARS:
         raise bad_request(f"the {param} has {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} are allowed", param)
     if not text:
         raise bad_request(f"the {param} is empty; give at least one character", param)
+
 
 def encode_prompt(loaded, text, param="prompt", checked=False):
     """The ids of text, or a 400 naming what is wrong: too long, empty, or characters the model never saw.
@@ -197,6 +213,7 @@ def encode_prompt(loaded, text, param="prompt", checked=False):
         raise bad_request(f"the model has never seen these characters: {' '.join(map(repr, unknown[:20]))}"
                           f"{' ...' if len(unknown) > 20 else ''}", param)
     return loaded.tokenizer.encode(text)
+
 
 async def threaded(events):
     """Run a blocking generator (the model's token loop) in one worker thread and yield its items here.
@@ -243,6 +260,7 @@ async def threaded(events):
     finally:
         stop.set()
 
+
 async def unless_gone(request, work):
     """Run the blocking work(cancelled) in a worker thread and return what it returns; if the client goes away
     first, set `cancelled`, so the generation stops before its next token, and answer nothing."""
@@ -259,8 +277,10 @@ async def unless_gone(request, work):
     finally:
         cancelled.set()  # whatever ended this (a cancelled request too), the worker stops
 
+
 def sse(payload):
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
 
 def event_stream(events):
     return StreamingResponse(threaded(events), media_type="text/event-stream")
