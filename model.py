@@ -394,12 +394,17 @@ class GPTModel(nn.Module):
 
     @torch.no_grad()  # on a generator, PyTorch switches gradients off only while it runs
     def generate_steps(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
-                       generator=None):
+                       generator=None, adjust=None):
         """The decoding loop: yields (new token (B, 1), the logits it was sampled from (B, V)) per step, for
-        tools that show the model's choices (the playground). generate and generate_stream keep the tokens."""
+        tools that show the model's choices (the playground). generate and generate_stream keep the tokens.
+
+        adjust(logits (B, V), new tokens so far (B, n)) -> logits: changes the scores before each draw (the API's
+        logit_bias and penalties: sampling.LogitAdjuster).
+        """
         check_sampling_args(temperature, top_k, top_p)
         was_training = self.training
         self.eval()
+        prompt_length = idx.shape[1]
         try:
             start, cache = None, None  # where the model's window begins in idx; the KV cache
             for _ in range(max_new_tokens):
@@ -413,9 +418,10 @@ class GPTModel(nn.Module):
                     logits, _ = self(idx[:, start:], kv_cache=cache)  # prefill: the window in one pass
                 else:
                     logits, _ = self(idx[:, -1:], kv_cache=cache)  # just the newest token
-                next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+                last = logits[:, -1, :] if adjust is None else adjust(logits[:, -1, :], idx[:, prompt_length:])
+                next_id = sample_next(last, temperature, top_k, top_p, generator)  # (B, 1)
                 idx = torch.cat((idx, next_id), dim=1)
-                yield next_id, logits[:, -1, :]
+                yield next_id, last
         finally:
             self.train(was_training)
 

@@ -14,7 +14,7 @@ from cli import UserError
 from qa_format import prompt as qa_prompt
 from sampling import sampling_probs
 from serving import (
-    MAX_TOKENS, SEED, TOP, Server, bad_request, encode_prompt, event_stream, list_checkpoints, load,
+    MAX_TOKENS, SEED, TOP, Choice, Server, bad_request, encode_prompt, event_stream, list_checkpoints, load,
     resolve_checkpoint, sampling_args, scored_tokens, server_of, sse,
 )
 from utils import REPO_DIR, read_text, train_val_split
@@ -177,7 +177,7 @@ def chat(body: TextRequest, server: Server = Depends(server_of)):
     ids = encode_prompt(loaded, qa_prompt(body.text.strip()), "text")
 
     def events():
-        for piece, _ in server.answer_pieces(loaded, ids, 100, 0.0, None, 0):
+        for piece, _, _ in server.pieces(loaded, Choice(0, "", ids, seed=0), 100, (0.0, None, None), answer=True):
             if piece:
                 yield sse({"text": piece})
         yield sse({"done": True})

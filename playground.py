@@ -31,7 +31,7 @@ from i18n import _
 try:
     import uvicorn
 
-    from server import create_app
+    from server import LOCAL_HOSTS, create_app
     from serving import Server, load
 except ImportError:  # the page's extra dependencies; the core tutorial doesn't need them
     print("error: " + _("the playground needs FastAPI and uvicorn: python3 -m pip install -r requirements-web.txt"),
@@ -46,6 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this computer only)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--api_key", default=None, help="require this key (Authorization: Bearer KEY) on the API")
+    parser.add_argument("--cors", default=None, metavar="ORIGIN",
+                        help="let pages from this origin (e.g. https://example.org) call the API from a browser; by "
+                             "default only the page served here can")
     parser.add_argument("--qa", action="store_true", help="treat the checkpoint as a Q&A model (chat), whatever it "
                                                           "looks like")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -62,7 +65,7 @@ def main(argv=None):
         # fast as two, and in a worker thread (where a server generates) two threads run at half speed.
         torch.set_num_threads(1)
     server = Server(load(args.checkpoint, device, qa=True if args.qa else None), device, args.api_key)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+    if args.host not in LOCAL_HOSTS and not args.api_key:
         print(_("warning: binding {host} makes the page and the API reachable from other computers, and the API "
                 "has no authentication; add --api_key KEY to require one").format(host=args.host), file=sys.stderr)
     page = f"http://{'localhost' if args.host == '127.0.0.1' else args.host}:{args.port}"
@@ -70,7 +73,10 @@ def main(argv=None):
         url=page, params=server.loaded.card["parameters"] / 1e6, path=args.checkpoint))
     print(_("OpenAI-compatible API: {url}/v1  (model id {model})").format(url=f"http://{args.host}:{args.port}",
                                                                           model=server.loaded.model_id))
-    uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning")
+    # Bound to this computer only: answer only requests addressed to it, so a page whose name was made to point here
+    # (DNS rebinding) gets nothing.
+    hosts = LOCAL_HOSTS if args.host in LOCAL_HOSTS else None
+    uvicorn.run(create_app(server, cors=args.cors, hosts=hosts), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

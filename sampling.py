@@ -56,6 +56,29 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
+class LogitAdjuster:
+    """OpenAI's logit_bias, presence_penalty and frequency_penalty, applied to the logits before each draw.
+
+    For every token j, with c[j] the times it was generated so far in this answer:
+        logit[j] + bias[j] - c[j] * frequency_penalty - (1 if c[j] > 0 else 0) * presence_penalty
+    Positive penalties make a repeated token less likely: presence once it has appeared at all, frequency more with
+    each repeat. A bias of -100 practically bans a token, +100 practically forces it.
+    """
+
+    def __init__(self, vocab_size, bias=None, presence_penalty=0.0, frequency_penalty=0.0):
+        self.bias = torch.zeros(vocab_size)
+        for token, value in (bias or {}).items():
+            self.bias[token] = value
+        self.presence, self.frequency = presence_penalty, frequency_penalty
+
+    def __call__(self, logits, generated):
+        """logits (B, V), generated (B, n) -> adjusted logits (B, V)."""
+        counts = torch.zeros_like(logits).scatter_add_(
+            -1, generated, torch.ones(generated.shape, dtype=logits.dtype, device=logits.device))  # (B, V)
+        penalty = counts * self.frequency + (counts > 0).to(logits.dtype) * self.presence
+        return logits + self.bias.to(logits.device, logits.dtype) - penalty
+
+
 class StopText:
     """Text that arrives a piece at a time, released only once it can no longer turn out to be the
     start of a stop string, so that a stop string itself is never shown.

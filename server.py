@@ -8,23 +8,27 @@ The app is two routers of module-level handlers over one Server (serving.py):
 and, around them, OpenAI's error shape for every error and the Gate every request passes (API key, JSON, size).
 """
 
+import hmac
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from openai_api import openai_api
 from page_api import page_api
 from utils import REPO_DIR
 
-
 STATIC = REPO_DIR / "static"
-
-
 # The largest valid request is 8 prompts of 4,000 characters; escaped as JSON (a 4-byte character as a \\uXXXX pair,
 # 12 bytes) that is 384 KB. 1 MiB leaves room for the rest and refuses a 100 MB body before reading it.
 MAX_BODY_BYTES = 1 << 20
+# The names this computer has for itself: a server bound to one of them answers only requests addressed to them.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+# What an API key guards: both APIs, and the description of them.
+GUARDED = ("/v1/", "/api/", "/openapi.json", "/docs", "/redoc")
 
 
 def error_response(status, message, param=None, kind="invalid_request_error", code=None):
@@ -44,14 +48,23 @@ async def invalid_request(request, exc):
 
 
 async def http_error(request, exc):
-    """Our own 400s (already in OpenAI's shape), and Starlette's 404, 405 and body-parsing errors."""
+    """Our own 400s (already in OpenAI's shape), and Starlette's 404, 405 and body-parsing errors, with their headers
+    (a 405's Allow)."""
     if isinstance(exc.detail, dict):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(exc.status_code, str(exc.detail), kind=kind)
+    response = error_response(exc.status_code, str(exc.detail), kind=kind)
+    response.headers.update(exc.headers or {})
+    return response
 
 
-def create_app(server):
+def create_app(server, cors=None, hosts=None):
+    """The app: the page, its API and the OpenAI API over one Server.
+
+    cors: an origin (https://example.org) whose pages may call the API from a browser; by default only the page
+    served here may (the browser's same-origin rule). hosts: the Host names requests may be addressed to (None:
+    any); playground.py gives LOCAL_HOSTS when it binds this computer only, so a DNS-rebinding page can't reach it.
+    """
     app = FastAPI(title="Mini-GPT playground", docs_url=None, redoc_url=None)
     app.state.server = server
     app.add_exception_handler(RequestValidationError, invalid_request)
@@ -64,7 +77,14 @@ def create_app(server):
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(page_api)
     app.include_router(openai_api)
-    return Gate(app, server.api_key)
+    gate = Gate(app, server.api_key, hosts)
+    if not cors:
+        return gate
+    # Starlette's CORS middleware is plain ASGI too; it answers a browser's preflight, which carries no key, itself.
+    allowed = CORSMiddleware(gate, allow_origins=[cors], allow_methods=["GET", "POST"],
+                             allow_headers=["Authorization", "Content-Type"])
+    allowed.state = gate.state
+    return allowed
 
 
 async def drain(receive, seen=0):
@@ -80,28 +100,45 @@ async def drain(receive, seen=0):
 class Gate:
     """What every request passes before the app sees it (plain ASGI: Starlette's middleware classes would hide a
     client's disconnect from the handlers):
-      - the API key, when the server has one (401);
-      - a POST body is JSON (415): application/json, or no type at all, as curl -d without -H sends;
+      - its Host is one of `hosts`, when given (403): a DNS-rebinding page names its own host;
+      - the API key, when the server has one (401): the Bearer scheme in any case (RFC 7235), compared in constant
+        time, on both APIs and their description;
+      - a POST body is JSON (415): application/json, or no type at all, which is read as JSON;
       - a body over MAX_BODY_BYTES is a 413, before it is read (Content-Length) or as soon as it passes the limit
         (a chunked body), so a huge body costs neither time nor memory."""
 
-    def __init__(self, app, api_key=None):
-        self.app, self.api_key = app, api_key
+    def __init__(self, app, api_key=None, hosts=None):
+        self.app, self.api_key, self.hosts = app, api_key, hosts
         self.state = app.state  # tests and tools reach the Server through app.state
+
+    def refusal(self, scope, headers):
+        """The error response a request gets before the app sees it, or None."""
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        name = host[1:host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
+        if self.hosts is not None and name not in self.hosts:
+            return error_response(403, f"this server answers requests for {', '.join(self.hosts)}, not for the Host "
+                                       f"{host!r}; open it as http://localhost:<port>", kind="permission_error")
+        if self.api_key and scope["path"].startswith(GUARDED):
+            scheme, _, key = headers.get(b"authorization", b"").decode("latin-1").strip().partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
+                refused = error_response(401, "a valid API key is required: Authorization: Bearer <key>",
+                                         kind="authentication_error", code="invalid_api_key")
+                refused.headers["WWW-Authenticate"] = 'Bearer realm="mini-gpt"'
+                return refused
+        kind = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
+        if scope["method"] == "POST" and kind != "application/json":
+            return error_response(415, f"the body is {kind}; send JSON with Content-Type: application/json")
+        return None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers", []))
-        if self.api_key and scope["path"].startswith(("/v1/", "/api/")):
-            if headers.get(b"authorization", b"").decode("latin-1") != f"Bearer {self.api_key}":
-                refused = error_response(401, "a valid API key is required: Authorization: Bearer <key>",
-                                         kind="authentication_error", code="invalid_api_key")
-                return await refused(scope, receive, send)
-        kind = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
-        if scope["method"] == "POST" and kind != "application/json":
-            refused = error_response(415, f"the body is {kind}; send JSON with Content-Type: application/json")
+        refused = self.refusal(scope, headers)
+        if refused is not None:
             return await refused(scope, receive, send)
+        if b"content-type" not in headers:  # a body sent with no type: read it as the JSON it must be
+            scope = {**scope, "headers": [*scope.get("headers", []), (b"content-type", b"application/json")]}
         length = headers.get(b"content-length", b"0")
         too_large = error_response(413, f"the request body is over {MAX_BODY_BYTES:,} bytes, more than any valid "
                                         "request needs")

@@ -133,15 +133,17 @@ class Server:
             self.active += active
             self.changed.notify_all()
 
-    def stream(self, loaded, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache=True, cancelled=None):
+    def stream(self, loaded, ids, max_new_tokens, temperature, top_k, top_p, seed, use_cache=True, cancelled=None,
+               adjust=None):
         """Yield (text, token id, logits (V,)) one step at a time, for one prompt. text is what the token adds to
         the answer: its character, or for a BPE model its characters ("" while a character is unfinished).
-        cancelled: a threading.Event; once set (the client has gone), no further token is computed."""
+        cancelled: a threading.Event; once set (the client has gone), no further token is computed.
+        adjust: sampling.LogitAdjuster (logit_bias and the penalties), or None."""
         generator = torch.Generator(device="cpu")
         generator.manual_seed(seed if seed is not None else secrets.randbits(32))
         idx = torch.tensor([ids], device=self.device)
         steps = loaded.model.generate_steps(idx, max_new_tokens, temperature, top_k, top_p, use_cache=use_cache,
-                                             generator=generator)
+                                            generator=generator, adjust=adjust)
         decoder = loaded.tokenizer.decoder()
         self.count(active=1)
         try:
@@ -158,23 +160,65 @@ class Server:
             steps.close()
             self.count(active=-1)
 
-    def answer_pieces(self, loaded, ids, max_tokens, temperature, top_p, seed, stops=(), cancelled=None):
-        """Yield (piece of the answer, finish reason or None): text up to the blank line that ends an answer, or up
-        to any of the stop strings."""
-        text = StopText([END, *stops])
-        for ch, _, _ in self.stream(loaded, ids, max_tokens, temperature, None, top_p, seed, cancelled=cancelled):
+    def pieces(self, loaded, choice, max_tokens, sampling, stops=(), top=None, adjust=None, cancelled=None,
+               answer=False):
+        """Yield (text piece, its logprob entries, finish_reason or None) for one Choice: the text as it becomes
+        safe to show (a stop string is never shown), with choice.generated counting every token made.
+
+        top: also score each token (an entry: its text, log-probability, the `top` likeliest, its characters).
+        answer: a Q&A answer, which ends at the blank line (END). That line is never shown, not even the half of it
+        that a max_tokens cut can leave at the end.
+        """
+        temperature, top_k, top_p = sampling
+        tokenizer = loaded.tokenizer
+        text, pending = StopText([END, *stops] if answer else stops), []  # pending: entries whose text is held
+        for ch, token_id, logits in self.stream(loaded, choice.ids, max_tokens, temperature, top_k, top_p,
+                                                choice.seed, cancelled=cancelled, adjust=adjust):
+            choice.generated += 1
+            if top is not None:
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                best = logp.topk(min(max(top, 1), logp.numel()))
+                alternatives = {tokenizer.token_text(i): v for v, i in zip(best.values.tolist(),
+                                                                           best.indices.tolist())}
+                pending.append((tokenizer.token_text(token_id), logp[token_id].item(), alternatives, len(ch)))
             piece = text.add(ch)
+            if piece or text.stopped:
+                sent = entries_within(pending, len(piece))
+                yield piece, pending[:sent], "stop" if text.stopped else None
+                pending = pending[sent:]
             if text.stopped:
-                yield piece, "stop"
                 return
-            if piece:
-                yield piece, None
-        yield text.rest(), "length"
+        rest = text.rest()
+        if answer:  # cut by max_tokens: a newline held back as the start of the blank line is not the answer's
+            rest = rest[:len(rest) - max((k for k in range(len(END)) if rest.endswith(END[:k])), default=0)]
+        yield rest, pending[:entries_within(pending, len(rest))], "length"
+
+
+@dataclass
+class Choice:
+    """One answer to generate: its index in the response, its prompt (text and ids) and its seed."""
+    index: int
+    prompt: str
+    ids: list
+    seed: object = None  # an int, or None for a random one
+    generated: int = 0  # tokens generated so far (a stop string's and the blank line's too): the usage's count
+
+
+def entries_within(entries, n_chars):
+    """How many of the first logprob entries the first n_chars characters of text hold whole."""
+    count = 0
+    for entry in entries:
+        if entry[3] > n_chars:
+            break
+        n_chars -= entry[3]
+        count += 1
+    return count
 
 
 def server_of(request: Request) -> Server:
     """The Server a request is for (a FastAPI dependency)."""
     return request.app.state.server
+
 
 # ----------------------------------------------------------------------------------------------
 # What both APIs' handlers share
@@ -186,8 +230,10 @@ def bad_request(message, param=None):
 
 def sampling_args(body):
     """A request's sampling fields as generate_stream's arguments (temperature, top_k, top_p), checked.
-    top_p 1.0 means "no nucleus", so it becomes None; a request without top_k has none."""
+    top_p 1.0 means "no nucleus", so it becomes None; top_p 0 means greedy; a request without top_k has none."""
     top_k = getattr(body, "top_k", None)
+    if body.top_p == 0:  # OpenAI allows it: the nucleus holds only the likeliest token, which is greedy decoding
+        return 0.0, None, None
     top_p = None if body.top_p >= 1.0 else body.top_p
     try:
         check_sampling_args(body.temperature, top_k, top_p)

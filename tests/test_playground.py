@@ -25,20 +25,22 @@ import serving  # noqa: E402
 import train  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from conftest import REPO, free_port, run  # noqa: E402
+from qa_format import example, prompt as qa_prompt  # noqa: E402
 from utils import full_split_loss  # noqa: E402
 
 TOY = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "32", "--batch_size", "16",
        "--eval_iters", "2", "--learning_rate", "3e-3", "--time_budget", "0", "--sample_tokens", "0", "--device", "cpu"]
 
 
-def toy_qa_model(folder):
-    """folder/qa.txt and its held-out questions, from a few poems, and a toy model trained on it in folder/out-qa."""
+def toy_qa_model(folder, steps=40):
+    """folder/qa.txt and its held-out questions, from a few poems, and a toy model trained on it in folder/out-qa
+    (by 150 steps it ends its answers with the blank line)."""
     poems = folder / "poems.txt"
     poems.write_text((REPO / "data" / "chinese.txt").read_text(encoding="utf-8")[:3000], encoding="utf-8")
     assert run(prepare_qa_data, "--poems", poems, "--num_poems", "10", "--three_digit", "100",
                "--out", folder / "qa.txt", "--heldout", folder / "heldout.tsv") == 0
-    assert run(train, "--data", folder / "qa.txt", "--out_dir", folder / "out-qa", "--max_iters", "40",
-               "--eval_interval", "40", *TOY) == 0
+    assert run(train, "--data", folder / "qa.txt", "--out_dir", folder / "out-qa", "--max_iters", str(steps),
+               "--eval_interval", str(steps), *TOY) == 0
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +56,12 @@ def root(tmp_path_factory):
 class LiveServer:
     """The app on 127.0.0.1 in a background thread, stopped when the test ends."""
 
-    def __init__(self, root, api_key=None, checkpoint=None):
+    def __init__(self, root, api_key=None, checkpoint=None, **app_options):
         loaded = serving.load(checkpoint or root / "out-qa" / "ckpt.pt", "cpu")
         self.state = serving.Server(loaded, "cpu", api_key=api_key, root=root)
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(playground_server.create_app(self.state), host="127.0.0.1",
-                                                    port=self.port, log_level="warning"))
+        app = playground_server.create_app(self.state, **app_options)  # app_options: as playground.py sets them
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -195,7 +197,7 @@ def test_the_official_node_sdk_drives_the_api(live, client, root):
     assert out["stream"]["text"] == same.choices[0].text and out["stream"]["usage"]["completion_tokens"] == 8
     answer = out["chat"]["answer"]
     generated = answer + ("\n\n" if out["chat"]["free_finish"] == "stop" else "")
-    assert out["chat"]["capped"] == generated[:2].split("\n\n")[0]
+    assert out["chat"]["capped"] == generated[:2].split("\n\n")[0].removesuffix("\n")
     assert answer, "the toy model's greedy answer is empty: nothing to stop at"
     assert out["chat"]["stopped"] == answer[: answer.index(answer[-1])] and out["chat"]["stop_finish"] == "stop"
     score = out["score"]
@@ -203,6 +205,10 @@ def test_the_official_node_sdk_drives_the_api(live, client, root):
     ids = torch.tensor(tokenizer.encode(passage))
     assert -sum(score["token_logprobs"][1:]) / (len(passage) - 1) == pytest.approx(
         full_split_loss(model, ids, model.block_size, 8, "cpu"), abs=1e-5)
+    assert out["parts"] == answer  # the question as two text parts: the same question
+    earlier = example("1+1等于多少？", "2") + qa_prompt("12+34等于多少？")  # the system message is not given
+    same_turns = client.completions.create(model="m", prompt=earlier, max_tokens=40, temperature=0, stop=["\n\n"])
+    assert out["turns"] == {"answer": same_turns.choices[0].text, "prompt_tokens": len(earlier)}
     assert out["error"]["status"] == 400 and out["error"]["param"] == "temperature"
     assert out["error"]["type"] == "invalid_request_error"
 
@@ -215,9 +221,9 @@ def test_chat_takes_max_completion_tokens_and_stop(client):
     generated = text + ("\n\n" if free.choices[0].finish_reason == "stop" else "")  # the blank line ends an answer
     capped = client.chat.completions.create(model="m", messages=question, max_completion_tokens=2, temperature=0)
     # The first two characters the model writes, up to the blank line if it comes that soon (cut by length, a
-    # newline held back as a possible start of that blank line is released).
-    assert capped.choices[0].message.content == generated[:2].split("\n\n")[0]
-    assert capped.usage.completion_tokens == len(capped.choices[0].message.content)
+    # newline held back as a possible start of that blank line is not part of the answer).
+    assert capped.choices[0].message.content == generated[:2].split("\n\n")[0].removesuffix("\n")
+    assert capped.usage.completion_tokens == min(2, len(generated))  # every token generated counts
     if len(text) > 2:
         assert capped.choices[0].finish_reason == "length"
     assert text, "the toy model's greedy answer is empty: nothing to stop at"
@@ -234,7 +240,8 @@ def test_a_stream_ends_with_usage_when_asked(client):
     chat = list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "1+1等于多少？"}],
                                                max_tokens=4, stream=True, stream_options={"include_usage": True}))
     answer = "".join(c.choices[0].delta.content or "" for c in chat[:-1])
-    assert chat[-1].choices == [] and chat[-1].usage.completion_tokens == len(answer)
+    stopped = chat[-2].choices[0].finish_reason == "stop"  # then the blank line that ended it was generated too
+    assert chat[-1].choices == [] and chat[-1].usage.completion_tokens == len(answer) + (2 if stopped else 0)
 
 
 @pytest.mark.parametrize("path, body", [
@@ -256,10 +263,10 @@ def test_any_seed_is_an_answer_or_a_400_never_a_500(live, path, body):
         assert len(json.loads(text)["choices"]) == body.get("n", 1)
 
 
-def test_fields_the_sdks_send_are_accepted_and_ignored(live):
-    # OpenAI's own server ignores what it doesn't use; so does this one: the fields below are no sampling this
-    # model has (penalties, biases, a user id, streaming options of other APIs) and never a reason to refuse.
-    extras = {"user": "u1", "frequency_penalty": 0.5, "presence_penalty": 0.5, "logit_bias": {"50256": -100},
+def test_fields_the_sdks_send_are_accepted(live):
+    # What the SDKs send besides the prompt is never a reason to refuse: a user id and options of other APIs are
+    # ignored, as OpenAI's own server ignores them; the penalties and the bias take effect (test_openai_clients.py).
+    extras = {"user": "u1", "frequency_penalty": 0.5, "presence_penalty": 0.5, "logit_bias": {"5": -100},
               "suffix": None, "best_of": 1, "metadata": {"a": "b"}, "service_tier": "auto", "store": False}
     status, text = live.post("/v1/completions", {"prompt": "问", "max_tokens": 2, **extras})
     assert status == 200, text
@@ -300,7 +307,7 @@ def test_every_error_has_openais_shape_and_status(live):
     ({"prompt": "问" * 5000, "max_tokens": 1}, "at most 4,000"),
     ({"prompt": "Zebra", "max_tokens": 1}, "'Z'"),
     ({"prompt": "问", "temperature": -1}, "temperature"),
-    ({"prompt": "问", "top_p": 0}, "top_p"),
+    ({"prompt": "问", "top_p": 1.5}, "top_p"),  # 0 is allowed: greedy
     ({"prompt": "问", "top_k": 0}, "top_k"),
     ({"prompt": "问", "stop": ["", "x"]}, "stop"),
 ])

@@ -30,6 +30,15 @@ const stopped = await client.chat.completions.create({ model: "m", messages: que
 out.chat = { answer, free_finish: free.choices[0].finish_reason, capped: capped.choices[0].message.content,
              stopped: stopped.choices[0].message.content, stop_finish: stopped.choices[0].finish_reason };
 
+// What LangChain's message classes and most UIs send: content as a list of parts; and a conversation.
+const parts = await client.chat.completions.create({ model: "m", max_tokens: 40, temperature: 0, messages: [
+  { role: "user", content: [{ type: "text", text: "12+34" }, { type: "text", text: "等于多少？" }] }] });
+const turns = await client.chat.completions.create({ model: "m", max_tokens: 40, temperature: 0, messages: [
+  { role: "system", content: "Answer briefly." }, { role: "user", content: "1+1等于多少？" },
+  { role: "assistant", content: "2" }, { role: "user", content: "12+34等于多少？" }] });
+out.parts = parts.choices[0].message.content;
+out.turns = { answer: turns.choices[0].message.content, prompt_tokens: turns.usage.prompt_tokens };
+
 const scored = await client.completions.create({ model: "m", prompt: passage, max_tokens: 0, echo: true,
                                                  logprobs: 1 });
 out.score = scored.choices[0].logprobs;
