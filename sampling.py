@@ -73,10 +73,13 @@ class LogitAdjuster:
 
     def __call__(self, logits, generated):
         """logits (B, V), generated (B, n) -> adjusted logits (B, V)."""
-        counts = torch.zeros_like(logits).scatter_add_(
-            -1, generated, torch.ones(generated.shape, dtype=logits.dtype, device=logits.device))  # (B, V)
-        penalty = counts * self.frequency + (counts > 0).to(logits.dtype) * self.presence
-        return logits + self.bias.to(logits.device, logits.dtype) - penalty
+        if self.bias.device != logits.device or self.bias.dtype != logits.dtype:
+            self.bias = self.bias.to(logits.device, logits.dtype)  # once, not at every token
+        logits = logits + self.bias
+        if generated.shape[1] == 0 or (self.presence == 0 and self.frequency == 0):
+            return logits
+        counts = torch.zeros_like(logits).scatter_add_(-1, generated, torch.ones_like(generated, dtype=logits.dtype))
+        return logits - counts * self.frequency - (counts > 0).to(logits.dtype) * self.presence  # (B, V)
 
 
 class StopText:
