@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 from cli import UserError
+from config import Config
 from files import write_atomically
 from i18n import _
 from model import MODEL_ARGS, GPTModel
-from utils import tokenizer_from_checkpoint
+from utils import REPO_DIR, tokenizer_from_checkpoint
 
 
 def make_checkpoint(model, tokenizer, config, **extra):
@@ -127,3 +128,25 @@ def load_model(path, device="cpu", train_command="python3 train.py"):
     """The one way scripts load a trained model: (model in eval mode on device, tokenizer)."""
     model, tokenizer = model_from_checkpoint(load_checkpoint(path, device, train_command), device)
     return model.eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
+# What a checkpoint says about how it was made (for the exports' model cards)
+
+
+def shown_path(path):
+    """A path as the learner would type it: relative to the repo when it is inside it."""
+    path = Path(str(path)).resolve()
+    return path.relative_to(REPO_DIR).as_posix() if path.is_relative_to(REPO_DIR) else str(path)
+
+
+def training_command(ckpt):
+    """A train.py command that makes this run again: its data and every field that differs from config.py's."""
+    defaults = Config()
+    flags = [f"--{name} {str(value).lower() if isinstance(value, bool) else value}"
+             for name, value in ckpt.get("config", {}).items()
+             if hasattr(defaults, name) and getattr(defaults, name) != value]
+    parts = ["python3 train.py", f"--data {shown_path(ckpt.get('data', 'data/input.txt'))}"]
+    if ckpt.get("seed", 1337) != 1337:
+        parts.append(f"--seed {ckpt['seed']}")
+    return " ".join(parts + flags)

@@ -29,13 +29,11 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import load_checkpoint, model_from_checkpoint
-from files import readable_mode
-from cli import HelpFormatter, UserError, run_main
-from config import Config
-from i18n import _
 from bpe import library_tokenizer
-from utils import REPO_DIR
+from checkpoint import load_checkpoint, model_from_checkpoint, training_command
+from cli import HelpFormatter, UserError, run_main
+from files import readable_mode
+from i18n import _
 
 MARKER = "mini_gpt_export"  # in config.json: this folder is an export, so a re-export may replace it
 # What a model card says of the data each shipped text file comes from (data/README.md).
@@ -187,12 +185,6 @@ def tokenizer_json(tokenizer):
 # The folder
 
 
-def shown_path(path):
-    """A path as the learner would type it: relative to the repo when it is inside it."""
-    path = Path(str(path)).resolve()
-    return path.relative_to(REPO_DIR).as_posix() if path.is_relative_to(REPO_DIR) else str(path)
-
-
 def model_card(ckpt, model, tokenizer, kind, command):
     data = Path(str(ckpt.get("data", "?")))
     licence = DATA_LICENCES.get(data.name, "your own text: its licence is yours to state")
@@ -252,18 +244,6 @@ print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
 The context is {context} {unit}: {past}. {unknown}
 Sampling defaults (temperature 0.8, no top-k) are in `generation_config.json`.
 """
-
-
-def training_command(ckpt):
-    """A train.py command that makes this run again: its data and every field that differs from config.py's."""
-    defaults = Config()
-    flags = [f"--{name} {str(value).lower() if isinstance(value, bool) else value}"
-             for name, value in ckpt.get("config", {}).items()
-             if hasattr(defaults, name) and getattr(defaults, name) != value]
-    parts = ["python3 train.py", f"--data {shown_path(ckpt.get('data', 'data/input.txt'))}"]
-    if ckpt.get("seed", 1337) != 1337:
-        parts.append(f"--seed {ckpt['seed']}")
-    return " ".join(parts + flags)
 
 
 def check_out_folder(out):

@@ -19,3 +19,8 @@ def example(question, answer):
 def prompt(question):
     """What the model sees before it answers."""
     return f"{QUESTION}{question}\n{ANSWER}"
+
+
+def looks_like_qa(tokenizer, data):
+    """Whether a checkpoint is a Q&A model: its vocabulary has 问 and 答, and its data file's name says qa."""
+    return not tokenizer.unknown(QUESTION[0] + ANSWER[0]) and "qa" in str(data or "").lower()

@@ -21,7 +21,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from checkpoint import load_checkpoint, model_from_checkpoint
-from qa_format import END
+from qa_format import END, looks_like_qa
 from sampling import StopText, check_sampling_args
 from utils import REPO_DIR, token_losses
 
@@ -99,7 +99,7 @@ def load(path, device, qa=None):
     # JSON has no NaN: an unmeasured number (e.g. full_val_loss on all but the best row) becomes null.
     history = [[v if not (isinstance(v, float) and math.isnan(v)) else None for v in row]
                for row in ckpt.get("history", [])]
-    is_qa = qa if qa is not None else (not tokenizer.unknown("问答") and "qa" in str(ckpt.get("data", "")).lower())
+    is_qa = qa if qa is not None else looks_like_qa(tokenizer, ckpt.get("data"))
     card = {
         "checkpoint": str(path), "vocab_size": tokenizer.vocab_size, "parameters": model.num_params(),
         "config": ckpt.get("config", {}), "data": ckpt.get("data"), "steps": ckpt.get("step"),

@@ -490,6 +490,7 @@ def headless_chromium():
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
                  "--lang=en-US"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for tests that read it
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     return driver, WebDriverWait(driver, 60)
 
