@@ -1,6 +1,7 @@
 """The READMEs can't rot: every command they show names a script that exists and flags its argparse accepts."""
 
 import re
+from pathlib import Path
 import shlex
 
 import pytest
@@ -43,3 +44,19 @@ def test_the_front_pages_stay_a_first_minute_long():
     # Detail belongs under docs/ (STYLE.md, 19): the Chinese page within 8,000 characters, the English within 12,000.
     assert len((REPO / "README.md").read_text(encoding="utf-8")) <= 8000
     assert len((REPO / "README_en.md").read_text(encoding="utf-8")) <= 12000
+
+
+def test_no_command_a_learner_copies_overwrites_a_committed_file():
+    # `eval_qa.py --out docs/qa.md` once rewrote a committed page: a learner's git status showed it modified.
+    import subprocess
+
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split())
+    tracked |= {str(Path(p).parent) for p in tracked}  # and the folders that hold them
+    pages = [REPO / "README.md", REPO / "README_en.md", REPO / "TUTORIAL.md", *sorted((REPO / "docs").glob("*.md"))]
+    writes = []
+    for page in pages:
+        for command in shown_commands(page.read_text(encoding="utf-8")):
+            argv = shlex.split(command)
+            writes += [(page.name, argv[i + 1]) for i, flag in enumerate(argv[:-1]) if flag in ("--out", "--out_dir")]
+    assert writes, "the pages show commands that write files"
+    assert [(page, path) for page, path in writes if path.rstrip("/") in tracked] == []
