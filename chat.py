@@ -1,6 +1,6 @@
 """Advanced project 2, step 4: ask the Q&A model questions in the terminal.
 
-    python3 chat.py                                  # type questions; Ctrl-D or Ctrl-C to leave
+    python3 chat.py                                  # type questions; Ctrl-D (Windows: Ctrl-Z, Enter) or Ctrl-C to leave
     python3 chat.py "37+58等于多少？"                 # one question, one answer
     python3 chat.py --checkpoint out-qa/ckpt.pt --temperature 0.5
 
@@ -77,7 +77,7 @@ def main(argv=None):
             raise UserError(problem)
         answer(model, tokenizer, args.question, args, write)
         return
-    print(_("Ask a question (for example 37+58等于多少？ or 「床前明月光」的下一句是什么？); Ctrl-D or Ctrl-C quits."))
+    print(_("Ask a question (for example 37+58等于多少？ or 「床前明月光」的下一句是什么？); Ctrl-D (on Windows: Ctrl-Z, then Enter) or Ctrl-C quits."))
     while True:
         try:
             question = input("问：")

@@ -76,7 +76,8 @@ def main():
     chinese = bpe.BPETokenizer(bpe.train(poems[:CHINESE_SLICE], bpe.N_BYTES + MERGES))
     first_merges(chinese, 12)
     print("每句诗都有逗号和句号，它们最先被拼完整；接着合并的是很多汉字共用的开头两个字节：")
-    print("同一个 Unicode 区块里的字，UTF-8 的前两个字节相同，这一对比任何一个完整的字都常见。")
+    print("编号相差不到 64、落在同一小段里的字，UTF-8 的前两个字节相同（不是整个 Unicode 区块：「不」是 e4 b8 8d，")
+    print("「月」是 e6 9c 88），这一对比任何一个完整的字都常见。")
     hanzi = [k for k in range(len(chinese.merges))
              if any("\u4e00" <= ch <= "\u9fff" for ch in chinese.token_bytes[bpe.N_BYTES + k].decode("utf-8", "ignore"))]
     if hanzi:
@@ -103,6 +104,8 @@ def main():
         learn, sizes, where = bpe.train_fast, SIZES, "全部训练集（用 tokenizers 库，结果和可读版相同，只是快得多）"
     except ImportError:
         learn, sizes, where = bpe.train, (512, 1024), f"前 {ENGLISH_SLICE:,} 个字符（没装 tokenizers 库，用可读版，慢）"
+        print("没装 tokenizers 库，所以这个实验用可读版、只学 512 和 1024：要看 8192（思考题 2），先运行")
+        print("python3 -m pip install -r requirements-hf.txt，再重新运行本脚本（装上以后只要几秒）。")
     print(f"在{where}上学 BPE，在验证集（最后 10%）上数 token：")
     block = 256
     for name, text in (("莎士比亚", shakespeare), ("唐诗", poems)):

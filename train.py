@@ -40,6 +40,7 @@ from i18n import _
 from model import GPTModel
 from optim import Optimizers, WeightAverage, learning_rate, make_optimizer, progress, train_step
 from plots import plot_losses
+from qa_format import looks_like_qa
 from start import DEFAULT_DATA, DEFAULT_SEED, HistoryRow, RunState, rng_state, start_run
 from train_runtime import (
     CpuMeter, OutDirLock, Pace, StopRequest, agree_on_clock_and_ctrl_c, check_in_sync, choose_threads,
@@ -391,7 +392,11 @@ def finish(run):
         print("\n" + _("sample (temperature 0.8):") + "\n" + "-" * 60)
         print(run.tokenizer.decode(sample[0].tolist()).strip("\n"))
         print("-" * 60)
-        print(_("next: python3 generate.py --checkpoint {ckpt}").format(ckpt=run.ckpt_path))
+        if looks_like_qa(run.tokenizer, state.data):  # a Q&A model is asked questions, not continued
+            print(_("next: python3 eval_qa.py --checkpoint {ckpt} (the held-out questions), then python3 chat.py "
+                    "--checkpoint {ckpt}").format(ckpt=run.ckpt_path))
+        else:
+            print(_("next: python3 generate.py --checkpoint {ckpt}").format(ckpt=run.ckpt_path))
     note_a_slow_run(run)
 
 

@@ -163,9 +163,9 @@ def read_chunks(path):
                 yield chunk
     except UnicodeDecodeError:
         # Chinese text that isn't UTF-8 is most often GBK (Windows' default for Chinese): name the fix.
-        raise UserError(_("{path} is not UTF-8 text (Chinese text saved on Windows is often GBK); convert it with "
-                          "iconv -f GBK -t UTF-8 {path} > utf8.txt, or save it as UTF-8 in your editor").format(
-            path=path)) from None
+        raise UserError(_("{path} is not UTF-8 text (Chinese text saved on Windows is often GBK); save it as UTF-8 "
+                          "in your editor (Windows Notepad: Save As, Encoding UTF-8), or on Linux and macOS convert it "
+                          "with iconv -f GBK -t UTF-8 {path} > utf8.txt").format(path=path)) from None
 
 
 def train_val_split(data, train_fraction=0.9):

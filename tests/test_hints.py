@@ -111,3 +111,15 @@ def test_a_torch_below_the_floor_is_one_line_at_start_up(tmp_path, monkeypatch, 
     # The floor said in one place agrees with the one requirements.txt states.
     floor = re.search(r"^torch>=([\d.]+)", (REPO / "requirements.txt").read_text(encoding="utf-8"), re.M).group(1)
     assert tuple(map(int, floor.split("."))) == cli.MIN_TORCH
+
+
+def test_after_a_qa_model_the_next_step_is_asking_it(tmp_path, monkeypatch, capsys):
+    # The hint used to send a Q&A model's trainer to generate.py, which continues text instead of answering.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qa.txt").write_text("问：1+1等于多少？\n答：2\n\n问：2+2等于多少？\n答：4\n\n" * 40, encoding="utf-8")
+    flags = ["--n_embd", "16", "--num_heads", "2", "--n_layer", "1", "--block_size", "16", "--batch_size", "4",
+             "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1", "--sample_tokens", "5", "--device", "cpu"]
+    assert run(train, "--data", "qa.txt", "--out_dir", "out-qa", *flags) == 0
+    out = capsys.readouterr().out
+    assert "next: python3 eval_qa.py --checkpoint out-qa/ckpt.pt" in out and "chat.py" in out
+    assert "generate.py" not in out
