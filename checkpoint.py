@@ -14,10 +14,10 @@ import torch
 
 from cli import UserError
 from config import Config
-from files import write_atomically
+from files import shown_path, write_atomically
 from i18n import _
 from model import MODEL_ARGS, GPTModel
-from utils import REPO_DIR, tokenizer_from_checkpoint
+from utils import tokenizer_from_checkpoint
 
 
 def make_checkpoint(model, tokenizer, config, **extra):
@@ -132,12 +132,6 @@ def load_model(path, device="cpu", train_command="python3 train.py"):
 
 # ----------------------------------------------------------------------------------------------
 # What a checkpoint says about how it was made (for the exports' model cards)
-
-
-def shown_path(path):
-    """A path as the learner would type it: relative to the repo when it is inside it."""
-    path = Path(str(path)).resolve()
-    return path.relative_to(REPO_DIR).as_posix() if path.is_relative_to(REPO_DIR) else str(path)
 
 
 def training_command(ckpt):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from checkpoint import load_model
 from cli import HelpFormatter, UserError, run_main
 from device import get_device
+from files import shown_path
 from i18n import _
 from qa_format import END, TRAIN_COMMAND, prompt
 from utils import REPO_DIR, read_text
@@ -103,7 +104,7 @@ def main(argv=None):
     unknown = tokenizer.unknown("".join(prompt(q) for _, q, _ in rows))
     if unknown:
         raise UserError(_("{path} does not know {chars}: it was not trained on the text {heldout} was made with. "
-                          "Train it with --data data/qa.txt").format(path=args.checkpoint, heldout=args.heldout,
+                          "Train it with --data data/qa.txt").format(path=args.checkpoint, heldout=shown_path(args.heldout),
                                                                      chars=", ".join(map(repr, unknown[:10]))))
     # The longest answer in tokens (a character model may never have seen some answers' characters)
     longest = max(len(a + END) if tokenizer.kind == "char" else len(tokenizer.encode(a + END)) for _, _, a in rows)
@@ -140,11 +141,9 @@ def main(argv=None):
         lines = [_("| question | expected | model's answer |"), "| --- | --- | --- |"]
         lines += [f"| {q} | {a} | {got}{' ✓' if got == a else ' ✗'} |" for _, q, a, got in examples]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        heldout = Path(args.heldout).resolve()
-        shown = heldout.relative_to(REPO_DIR) if heldout.is_relative_to(REPO_DIR) else heldout
         header = _("Exact match of `{checkpoint}` on the held-out questions of `{heldout}`, answers generated "
                    "greedily until the blank line that ends an answer (`python3 eval_qa.py`).").format(
-            checkpoint=args.checkpoint, heldout=shown)
+            checkpoint=args.checkpoint, heldout=shown_path(args.heldout))
         examples_title = _("Some held-out questions and the answers given:")
         Path(args.out).write_text(header + "\n\n" + "\n".join(table) + "\n\n" + examples_title + "\n\n"
                                   + "\n".join(lines) + "\n", encoding="utf-8")

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bpe import BYTE_OF_ID, N_BYTES
-from checkpoint import load_checkpoint, model_from_checkpoint, saved_model_args, shown_path, training_command
+from checkpoint import load_checkpoint, model_from_checkpoint, saved_model_args, training_command
 from cli import HelpFormatter, UserError, run_main
-from files import write_atomically
+from files import shown_path, write_atomically
 from i18n import _
 from qa_format import looks_like_qa
 from utils import REPO_DIR

@@ -46,3 +46,16 @@ def write_atomically(path, write):
             os.remove(tmp)
         raise
     fsync_folder(path.parent)
+
+
+REPO = Path(__file__).resolve().parent
+
+
+def shown_path(path):
+    """A path as the learner would type it: relative to where they are, or to the repo, never the machine's own
+    folders when it is inside either (messages, model cards and committed pages all say paths this way)."""
+    path = Path(str(path)).resolve()
+    for base in (Path.cwd(), REPO):
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return str(path)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from cli import UserError, run_main
 from i18n import _
+from files import shown_path
 from utils import REPO_DIR, read_text
 
 def parse_args(argv=None):
@@ -143,10 +144,10 @@ def main(argv=None):
     Path(args.heldout).write_text("".join(f"{k}\t{q}\t{a}\n" for k, q, a in rows), encoding="utf-8")
     counts = Counter(kind for kind, _, _ in math_held + poem_held)
     print(_("wrote {path}: {math:,} arithmetic and {poem:,} poem questions, {poems} poems x {repeats}, {chars:,} "
-            "characters").format(path=args.out, math=len(math_train), poem=len(poem_train), poems=len(poems),
+            "characters").format(path=shown_path(args.out), math=len(math_train), poem=len(poem_train), poems=len(poems),
                                  repeats=args.poem_repeats, chars=sum(map(len, pieces))))
     print(_("wrote {path}: held-out {counts}").format(
-        path=args.heldout, counts=", ".join(f"{k} {n}" for k, n in sorted(counts.items()))))
+        path=shown_path(args.heldout), counts=", ".join(f"{k} {n}" for k, n in sorted(counts.items()))))
     print(_("next: {command}   (see README, advanced project 2)").format(command=TRAIN_COMMAND))
 
 
