@@ -144,3 +144,16 @@ def training_command(ckpt):
     if ckpt.get("seed", 1337) != 1337:
         parts.append(f"--seed {ckpt['seed']}")
     return " ".join(parts + flags)
+
+
+def example_prompt(ckpt, tokenizer, qa):
+    """A prompt the page starts with, from the model's own text: a question for a Q&A model, else the first line of
+    its training text that it can encode (a Chinese model is never offered "ROMEO:")."""
+    if qa:
+        return "12+34等于多少？"
+    try:
+        with open(ckpt.get("data", ""), encoding="utf-8") as f:
+            lines = [line.strip() for _, line in zip(range(50), f)]
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    return next((line[:40] for line in lines if line and not tokenizer.unknown(line)), "")

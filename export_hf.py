@@ -7,7 +7,7 @@ The folder loads with nothing from this repo on the path:
 
     from transformers import pipeline
     generate = pipeline("text-generation", model="hf/mini-gpt")
-    print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
+    print(generate({json.dumps(prompt, ensure_ascii=False)}, max_new_tokens=100)[0]["generated_text"])
 
 It holds config.json and model.safetensors, tokenizer.json (a character per token, the same ids as
 CharTokenizer; or, for a model trained with --tokenizer bpe, the same byte-level BPE as bpe.py),
@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 
 from bpe import library_tokenizer
-from checkpoint import load_checkpoint, model_from_checkpoint, training_command
+from checkpoint import example_prompt, load_checkpoint, model_from_checkpoint, training_command
 from cli import HelpFormatter, UserError, run_main
 from files import readable_mode
 from i18n import _
+from qa_format import looks_like_qa, prompt as qa_prompt
 
 MARKER = "mini_gpt_export"  # in config.json: this folder is an export, so a re-export may replace it
 # What a model card says of the data each shipped text file comes from (data/README.md).
@@ -187,6 +188,11 @@ def tokenizer_json(tokenizer):
 
 def model_card(ckpt, model, tokenizer, kind, command):
     data = Path(str(ckpt.get("data", "?")))
+    qa = looks_like_qa(tokenizer, ckpt.get("data"))
+    # The example continues the model's own kind of text: "ROMEO:" means nothing to a poem model (it knows none of
+    # those characters, so transformers would be handed no ids at all).
+    prompt = example_prompt(ckpt, tokenizer, qa)
+    prompt = qa_prompt(prompt) if qa else prompt or tokenizer.decode([0])
     licence = DATA_LICENCES.get(data.name, "your own text: its licence is yours to state")
     loss, bpc, bpe = ckpt.get("full_val_loss"), ckpt.get("full_val_bpc"), tokenizer.kind == "bpe"
     if not loss:
@@ -238,7 +244,7 @@ A small {"BPE" if bpe else "character-level"} GPT trained with the Mini-GPT tuto
 ```python
 from transformers import pipeline
 generate = pipeline("text-generation", model="path/to/this/folder")
-print(generate("ROMEO:", max_new_tokens=100)[0]["generated_text"])
+print(generate({json.dumps(prompt, ensure_ascii=False)}, max_new_tokens=100)[0]["generated_text"])
 ```
 
 The context is {context} {unit}: {past}. {unknown}
@@ -320,10 +326,11 @@ def main(argv=None):
         "generation_config.json": text(json.dumps(generation, indent=2) + "\n"),
         "README.md": text(model_card(ckpt, model, tokenizer, kind, command)),
     })
-    print(_("wrote {path}: a {kind} ({params:.2f}M parameters, {vocab} characters). Load it with: "
+    vocabulary = (_("{n} BPE tokens") if tokenizer.kind == "bpe" else _("{n} characters")).format(n=tokenizer.vocab_size)
+    print(_("wrote {path}: a {kind} ({params:.2f}M parameters, {vocabulary}). Load it with: "
             "pipeline(\"text-generation\", model=\"{path}\")").format(path=out, kind=kind,
                                                                       params=model.num_params() / 1e6,
-                                                                      vocab=tokenizer.vocab_size))
+                                                                      vocabulary=vocabulary))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bpe import BYTE_OF_ID, N_BYTES
-from checkpoint import load_checkpoint, model_from_checkpoint, saved_model_args, training_command
+from checkpoint import example_prompt, load_checkpoint, model_from_checkpoint, saved_model_args, training_command
 from cli import HelpFormatter, UserError, run_main
 from files import shown_path, write_atomically
 from i18n import _
@@ -72,19 +72,6 @@ def tokenizer_data(tokenizer):
         return {"kind": "bpe", "merges": [list(pair) for pair in tokenizer.merges],
                 "byte_of_id": [BYTE_OF_ID[i] for i in range(N_BYTES)]}
     return {"kind": "char", "itos": [tokenizer.itos[i] for i in range(tokenizer.vocab_size)]}
-
-
-def example_prompt(ckpt, tokenizer, qa):
-    """A prompt the page starts with, from the model's own text: a question for a Q&A model, else the first line of
-    its training text that it can encode (a Chinese model is never offered "ROMEO:")."""
-    if qa:
-        return "12+34等于多少？"
-    try:
-        with open(ckpt.get("data", ""), encoding="utf-8") as f:
-            lines = [line.strip() for _, line in zip(range(50), f)]
-    except (OSError, UnicodeDecodeError):
-        lines = []
-    return next((line[:40] for line in lines if line and not tokenizer.unknown(line)), "")
 
 
 def model_card(path, ckpt, model, tokenizer, qa):

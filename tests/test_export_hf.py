@@ -2,6 +2,7 @@
 and gives the same logits, the same greedy text and the same token ids."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,25 @@ def test_a_model_with_no_exact_counterpart_is_one_line(tmp_path, capsys):
     capsys.readouterr()
     status = run(export_hf, "--checkpoint", tmp_path / "old" / "ckpt.pt", "--out", tmp_path / "hf")
     assert_clean_error(status, capsys.readouterr().err, "a bias in the output layer")
+
+
+def test_the_cards_example_is_the_models_own_kind_of_text(tmp_path, monkeypatch, capsys):
+    # A poem model's card once generated from "ROMEO:": every character unknown, so transformers got no ids at all.
+    data = tmp_path / "poems.txt"
+    data.write_text(POEM * 60, encoding="utf-8")
+    small = [*TOY, "--block_size", "16", "--max_iters", "2", "--eval_interval", "2"]
+    assert run(train, "--data", data, "--out_dir", tmp_path / "out", *small) == 0
+    capsys.readouterr()
+    assert run(export_hf, "--checkpoint", tmp_path / "out" / "ckpt.pt", "--out", tmp_path / "hf") == 0
+    card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    [prompt] = re.findall(r'generate\((".*?"), max_new_tokens', card)
+    model, tokenizer = load_model(tmp_path / "out" / "ckpt.pt")
+    assert json.loads(prompt) == "静夜思" and not tokenizer.unknown(json.loads(prompt))
+    assert "characters)" in capsys.readouterr().out
+    monkeypatch.setenv("MINIGPT_LANG", "zh")  # a BPE model's vocabulary is counted in tokens, not characters
+    assert run(train, "--data", data, "--out_dir", tmp_path / "bpe", *small, "--tokenizer", "bpe",
+               "--vocab_size", "260") == 0
+    capsys.readouterr()
+    assert run(export_hf, "--checkpoint", tmp_path / "bpe" / "ckpt.pt", "--out", tmp_path / "hf-bpe") == 0
+    out = capsys.readouterr().out
+    assert "260 个 BPE token" in out and "个字符" not in out
