@@ -49,10 +49,12 @@ page_api = APIRouter(prefix="/api")
 @page_api.get("/info")
 def info(server: Server = Depends(server_of)):
     loaded = server.loaded
-    checkpoint = loaded.card["checkpoint"]
+    checkpoint, root = Path(loaded.card["checkpoint"]).resolve(), server.root.resolve()
+    # As the picker lists it (relative to the repo), never this machine's folders, when it is one of them.
+    checkpoint = checkpoint.relative_to(root).as_posix() if checkpoint.is_relative_to(root) else loaded.card["checkpoint"]
     export = f"python3 export_hf.py --checkpoint {checkpoint} --out hf/{Path(checkpoint).parent.name}"
-    return {**loaded.card, "model_id": loaded.model_id, "checkpoints": list_checkpoints(server.root),
-            "max_tokens": MAX_TOKENS, "export_command": export}
+    return {**loaded.card, "checkpoint": checkpoint, "model_id": loaded.model_id,
+            "checkpoints": list_checkpoints(server.root), "max_tokens": MAX_TOKENS, "export_command": export}
 
 
 @page_api.get("/checkpoints")

@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from openai_api import openai_api
 from page_api import page_api
+from plots import BUNDLED_FONT
 from utils import REPO_DIR
 
 STATIC = REPO_DIR / "static"
@@ -75,6 +76,11 @@ def create_app(server, cors=None, hosts=None):
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/fonts/MiniGPT-CJK.otf", include_in_schema=False)
+    def font():  # the page's Chinese, on a computer with no CJK font (the file plots.py draws with)
+        return FileResponse(BUNDLED_FONT, media_type="font/otf")
+
     app.include_router(page_api)
     app.include_router(openai_api)
     gate = Gate(app, server.api_key, hosts)

@@ -411,6 +411,14 @@ function drawCurve() {
   svg.innerHTML = out;
 }
 
+function forgetResults() {  // another checkpoint: what the last one computed leaves the page
+  attention = null;
+  surprise = null;
+  for (const id of ["heatmap", "surprise_out", "surprise_bars", "legend"]) $(id).replaceChildren();
+  for (const id of ["surprise_mean", "surprise_note"]) $(id).textContent = "";
+  $("surprise_pick").textContent = t("surprise_pick");
+}
+
 async function loadInfo() {
   info = await (await api("/api/info")).json();
   const picker = $("checkpoint");
@@ -452,7 +460,7 @@ $("surprise_out").addEventListener("click", (e) => { if (e.target.dataset.index)
 $("question").addEventListener("keydown", (e) => { if (e.key === "Enter") ask(); });
 $("lang").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lang", lang); applyLanguage(); });
 $("checkpoint").addEventListener("change", async (e) => {
-  try { await api("/api/load", { path: e.target.value }); attention = null; await loadInfo(); } catch (error) { showError(error.message); }
+  try { await api("/api/load", { path: e.target.value }); forgetResults(); await loadInfo(); } catch (error) { showError(error.message); }
 });
 $("prompt").value = "\\n";
 applyLanguage();

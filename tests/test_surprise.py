@@ -141,3 +141,34 @@ def test_the_surprise_view_in_headless_chromium(root, bpe_checkpoint):
                     driver.find_element(By.ID, "lang").click()
     finally:
         driver.quit()
+
+
+def test_another_checkpoint_clears_the_last_ones_surprise_and_the_page_has_its_own_cjk_font(root, bpe_checkpoint,
+                                                                                            tmp_path):
+    import shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    for name, checkpoint in (("out-a", root / "out-qa" / "ckpt.pt"), ("out-b", bpe_checkpoint)):
+        (tmp_path / name).mkdir()
+        shutil.copy(checkpoint, tmp_path / name / "ckpt.pt")
+    driver, wait = headless_chromium()
+    try:
+        with LiveServer(tmp_path, checkpoint=tmp_path / "out-a" / "ckpt.pt") as server:
+            driver.get(server.url)
+            wait.until(lambda d: len(Select(d.find_element(By.ID, "checkpoint")).options) == 2)
+            driver.find_element(By.CSS_SELECTOR, '.tab[data-tab="surprise"]').click()
+            driver.find_element(By.ID, "surprise_text").send_keys("问：1+1等于多少？\n答：2\n")
+            driver.find_element(By.ID, "score").click()
+            wait.until(lambda d: d.find_element(By.ID, "surprise_mean").text)
+            Select(driver.find_element(By.ID, "checkpoint")).select_by_value("out-b/ckpt.pt")
+            wait.until(lambda d: not d.find_element(By.ID, "surprise_mean").text)  # was left showing the old model's
+            assert driver.find_elements(By.CSS_SELECTOR, "#surprise_out span") == []
+            # The bundled font (fonts/MiniGPT-CJK.otf), so Chinese is not boxes where no CJK font is installed.
+            faces = driver.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "document.fonts.load(\"16px 'MiniGPT CJK'\", '中').then(f => done(f.length), () => done(-1));")
+            assert faces == 1
+    finally:
+        driver.quit()
