@@ -104,8 +104,9 @@ def main(argv=None):
     page_median, torch_median = statistics.median(page_rates), statistics.median(torch_rates)
     print(f"model: {args.checkpoint} ({model.num_params() / 1e6:.2f}M parameters), {cpu_name()}, "
           f"{torch.get_num_threads()} threads, Chromium {browser_version}")
-    print(f"the page (fp16), headless Chromium  {page_median:6.0f} tokens/s  ({', '.join(f'{r:.0f}' for r in page_rates)})")
-    print(f"PyTorch generate(), KV cache      {torch_median:6.0f} tokens/s  ({', '.join(f'{r:.0f}' for r in torch_rates)})")
+    for name, median, rates in (("the page (fp16), headless Chromium", page_median, page_rates),
+                                ("PyTorch generate(), KV cache", torch_median, torch_rates)):
+        print(f"{name:34s}{median:6.0f} tokens/s  ({', '.join(f'{r:.0f}' for r in rates)})")
     print(f"PyTorch / page                    {torch_median / page_median:6.2f}x")
     for dtype in ("fp16", "fp32"):
         print(f"{dtype}: {sizes[dtype]:.1f} MB, largest logit difference from GPTModel {errors[dtype]:.6f}")

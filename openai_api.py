@@ -306,7 +306,8 @@ def conversation(loaded, messages):
     given = qa_prompt(question)
     for earlier in reversed(turns):
         longer = example(*earlier) + given
-        if len(longer if loaded.tokenizer.kind == "char" else loaded.tokenizer.encode(longer)) > loaded.model.block_size:
+        tokens = len(longer) if loaded.tokenizer.kind == "char" else len(loaded.tokenizer.encode(longer))
+        if tokens > loaded.model.block_size:
             break
         given = longer
     return given, encode_prompt(loaded, given, "messages", checked=True)

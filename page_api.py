@@ -51,7 +51,10 @@ def info(server: Server = Depends(server_of)):
     loaded = server.loaded
     checkpoint, root = Path(loaded.card["checkpoint"]).resolve(), server.root.resolve()
     # As the picker lists it (relative to the repo), never this machine's folders, when it is one of them.
-    checkpoint = checkpoint.relative_to(root).as_posix() if checkpoint.is_relative_to(root) else loaded.card["checkpoint"]
+    if checkpoint.is_relative_to(root):
+        checkpoint = checkpoint.relative_to(root).as_posix()
+    else:
+        checkpoint = loaded.card["checkpoint"]
     export = f"python3 export_hf.py --checkpoint {checkpoint} --out hf/{Path(checkpoint).parent.name}"
     return {**loaded.card, "checkpoint": checkpoint, "model_id": loaded.model_id,
             "checkpoints": list_checkpoints(server.root), "max_tokens": MAX_TOKENS, "export_command": export}

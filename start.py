@@ -328,8 +328,9 @@ def saved_sizes(ckpt):
 
 def size_conflicts(args, saved):
     """A line per size or tokenizer flag given that contradicts the saved model."""
-    return [_("--{name} {given} (it has {saved})").format(name=name, given=getattr(args, name), saved=saved.get(name))
-            for name in (*MODEL_SIZE, *TOKENS) if getattr(args, name) is not None and getattr(args, name) != saved.get(name)]
+    given = {name: getattr(args, name) for name in (*MODEL_SIZE, *TOKENS) if getattr(args, name) is not None}
+    return [_("--{name} {given} (it has {saved})").format(name=name, given=value, saved=saved.get(name))
+            for name, value in given.items() if value != saved.get(name)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from cli import HelpFormatter, UserError, run_main
 from config import CUDA_PRESET, PRESETS, Config, add_config_args, preset_sizes
 from device import autocast_context, resolve_precision, should_compile
+from files import shown_path
 from i18n import _
 from model import GPTModel
 from optim import Optimizers, WeightAverage, learning_rate, make_optimizer, progress, train_step
@@ -269,13 +270,14 @@ def describe(run, start, args):
     """The start-up summary: device, config, data, model, how the run ends."""
     cfg, state = run.cfg, run.state
     device = run.device + (_(" x {n} processes").format(n=run.world_size) if run.world_size > 1 else "")
-    print(_("device: {device}   config: {where}   seed: {seed}").format(device=device, where=start.origin, seed=state.seed))
+    print(_("device: {device}   config: {where}   seed: {seed}").format(device=device, where=start.origin,
+                                                                       seed=state.seed))
     if start.preset and not args.preset:
         print(_("note: on CUDA, train.py uses the {name} preset ({sizes}) instead of config.py's sizes; "
                 "--preset none uses config.py's values").format(name=start.preset, sizes=preset_sizes(start.preset)))
     corpus = start.corpus
-    print(_("data: {data}: {n:,} characters, vocabulary of {vocab}").format(data=state.data, n=corpus.n_chars,
-                                                                          vocab=run.tokenizer.vocab_size))
+    print(_("data: {data}: {n:,} characters, vocabulary of {vocab}").format(
+        data=shown_path(state.data), n=corpus.n_chars, vocab=run.tokenizer.vocab_size))
     if run.tokenizer.kind == "bpe":
         learned = (_("learned from the training split in {seconds:.1f} s").format(seconds=corpus.bpe_seconds)
                    if corpus.bpe_seconds else _("from the checkpoint"))

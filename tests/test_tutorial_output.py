@@ -17,8 +17,10 @@ TUTORIAL = (REPO / "TUTORIAL.md").read_text(encoding="utf-8")
 BLOCKS = [(command.strip(), [m.strip() for m in masks.split("| mask:")[1:]], quote)
           for command, masks, quote in re.findall(r"<!-- output: ([^|>]+?)((?: \| mask: [^|>]+?)*) -->\n```text\n(.*?)\n```",
                                                   TUTORIAL, flags=re.S)]
-# The same files as the commands write, in the test's folder instead of the repo's data/.
-IN_THIS_FOLDER = {"python3 prepare_qa_data.py": ["--out", "data/qa.txt", "--heldout", "data/qa_heldout.tsv"]}
+# The same files as the commands write, in the test's folder instead of the repo's data/; a training quoted for its
+# start-up lines, stopped before its first step.
+IN_THIS_FOLDER = {"python3 prepare_qa_data.py": ["--out", "data/qa.txt", "--heldout", "data/qa_heldout.tsv"],
+                  "python3 train.py --tokenizer bpe --vocab_size 2048": ["--max_iters", "0", "--sample_tokens", "0"]}
 # A second or two of training instead of ten minutes: the lines quoted don't depend on it.
 QUICK = ["--time_budget", "0", "--max_iters", "1", "--eval_interval", "1", "--eval_iters", "1", "--n_layer", "1",
          "--n_embd", "16", "--num_heads", "2", "--block_size", "16", "--batch_size", "2", "--sample_tokens", "0",
