@@ -12,6 +12,7 @@ Messages are written _("... {name} ...").format(name=...), so a translation can 
 the order its own grammar wants.
 """
 
+import contextvars
 import functools
 import gettext
 import locale
@@ -24,8 +25,16 @@ DOMAIN = "minigpt"
 LANGUAGE_VARIABLES = ("MINIGPT_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
 
 
+# The language one request asked for (the playground's page says it in Accept-Language): it wins over the
+# environment while that request is answered.
+REQUESTED = contextvars.ContextVar("requested_language", default=None)
+
+
 def language():
-    """"zh" or "en", from the environment (read on every call, so tests and the playground can switch)."""
+    """"zh" or "en": a request's, or else the environment's (read on every call, so tests and the playground can
+    switch)."""
+    if REQUESTED.get():
+        return REQUESTED.get()
     for name in LANGUAGE_VARIABLES:
         value = os.environ.get(name, "")
         if value:

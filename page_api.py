@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from cli import UserError
+from i18n import _
 from qa_format import prompt as qa_prompt
 from sampling import sampling_probs
 from serving import (
@@ -154,7 +155,7 @@ def surprise_route(body: TextRequest, server: Server = Depends(server_of)):
     loaded = server.loaded
     ids = encode_prompt(loaded, body.text, "text")
     if len(ids) < 2:
-        raise bad_request("give at least two tokens of text: the first one is only context", "text")
+        raise bad_request(_("give at least two tokens of text: the first one is only context"), "text")
     return surprise(loaded.model, loaded.tokenizer, ids, server.device, server.step_lock)
 
 
@@ -169,7 +170,8 @@ def validation_start(server: Server = Depends(server_of)):
     if path is not None and not path.is_absolute() and not path.is_file():
         path = REPO_DIR / path
     if path is None or not path.is_file():
-        raise bad_request(f"the text this model was trained on ({data}) is not on this computer; paste a text instead")
+        raise bad_request(_("the text this model was trained on ({data}) is not on this computer; paste a text instead")
+                          .format(data=data))
     validation = train_val_split(read_text(path))[1]  # train.py's split: the last tenth of the characters
     return {"text": validation[:VALIDATION_START_CHARS], "path": str(data)}
 
@@ -178,11 +180,11 @@ def validation_start(server: Server = Depends(server_of)):
 def chat(body: TextRequest, server: Server = Depends(server_of)):
     loaded = server.loaded
     if not loaded.is_qa:
-        raise bad_request("this checkpoint is not a Q&A model; load one trained on data/qa.txt")
+        raise bad_request(_("this checkpoint is not a Q&A model; load one trained on data/qa.txt"))
     ids = encode_prompt(loaded, qa_prompt(body.text.strip()), "text")
 
     def events():
-        for piece, _, _ in server.pieces(loaded, Choice(0, "", ids, seed=0), 100, (0.0, None, None), answer=True):
+        for piece, _entries, _finish in server.pieces(loaded, Choice(0, "", ids, seed=0), 100, (0.0, None, None), answer=True):
             if piece:
                 yield sse({"text": piece})
         yield sse({"done": True})

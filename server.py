@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from i18n import REQUESTED
 from openai_api import openai_api
 from page_api import page_api
 from plots import BUNDLED_FONT
@@ -140,6 +141,15 @@ class Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers", []))
+        # The page asks for its language (Accept-Language): its errors come back in it, Chinese on the Chinese page.
+        asked = headers.get(b"accept-language", b"").decode("latin-1").strip().lower()
+        language = REQUESTED.set(("zh" if asked.startswith("zh") else "en") if asked else None)
+        try:
+            await self.answer(scope, receive, send, headers)
+        finally:
+            REQUESTED.reset(language)
+
+    async def answer(self, scope, receive, send, headers):
         refused = self.refusal(scope, headers)
         if refused is not None:
             return await refused(scope, receive, send)

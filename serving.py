@@ -21,6 +21,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from checkpoint import load_checkpoint, model_from_checkpoint
+from i18n import _
 from qa_format import END, looks_like_qa
 from sampling import StopText, check_sampling_args
 from utils import REPO_DIR, token_losses
@@ -67,13 +68,13 @@ def loadable(name, root):
 def resolve_checkpoint(name, root):
     """The file the picker may load for name, or ValueError: a listed ckpt.pt, given relative to root."""
     if not isinstance(name, str) or not name or Path(name).is_absolute() or "\\" in name:
-        raise ValueError("give a checkpoint path relative to the repo, as listed by /api/checkpoints")
+        raise ValueError(_("give a checkpoint path relative to the repo, as listed by /api/checkpoints"))
     path = (Path(root) / name).resolve()
     allowed = [folder.resolve() for folder in output_folders(root)]
     if path.name != "ckpt.pt" or not any(path.is_relative_to(folder) for folder in allowed):
-        raise ValueError("only ckpt.pt files under the repo's output folders (out/, out-*/) can be loaded")
+        raise ValueError(_("only ckpt.pt files under the repo's output folders (out/, out-*/) can be loaded"))
     if not path.is_file():
-        raise ValueError(f"no checkpoint at {name}")
+        raise ValueError(_("no checkpoint at {name}").format(name=name))
     return path
 
 
@@ -244,9 +245,10 @@ def sampling_args(body):
 
 def check_length(text, param="prompt"):
     if len(text) > MAX_PROMPT_CHARS:
-        raise bad_request(f"the {param} has {len(text):,} characters; at most {MAX_PROMPT_CHARS:,} are allowed", param)
+        raise bad_request(_("the {param} has {n:,} characters; at most {most:,} are allowed").format(
+            param=param, n=len(text), most=MAX_PROMPT_CHARS), param)
     if not text:
-        raise bad_request(f"the {param} is empty; give at least one character", param)
+        raise bad_request(_("the {param} is empty; give at least one character").format(param=param), param)
 
 
 def encode_prompt(loaded, text, param="prompt", checked=False):
@@ -256,8 +258,8 @@ def encode_prompt(loaded, text, param="prompt", checked=False):
         check_length(text, param)
     unknown = loaded.tokenizer.unknown(text)
     if unknown:
-        raise bad_request(f"the model has never seen these characters: {' '.join(map(repr, unknown[:20]))}"
-                          f"{' ...' if len(unknown) > 20 else ''}", param)
+        shown = " ".join(map(repr, unknown[:20])) + (" ..." if len(unknown) > 20 else "")
+        raise bad_request(_("the model has never seen these characters: {chars}").format(chars=shown), param)
     return loaded.tokenizer.encode(text)
 
 
@@ -314,7 +316,7 @@ async def unless_gone(request, work):
     job = asyncio.get_running_loop().run_in_executor(None, work, cancelled)
     try:
         while True:
-            done, _ = await asyncio.wait({job}, timeout=0.05)
+            done, _pending = await asyncio.wait({job}, timeout=0.05)
             if done:
                 return job.result()
             if await request.is_disconnected():

@@ -80,7 +80,8 @@ function applyLanguage() {
 
 function headers() {
   const key = localStorage.getItem("apiKey");
-  return { "Content-Type": "application/json", ...(key ? { Authorization: `Bearer ${key}` } : {}) };
+  return { "Content-Type": "application/json", "Accept-Language": lang === "zh" ? "zh-CN" : "en",  // errors in it
+           ...(key ? { Authorization: `Bearer ${key}` } : {}) };
 }
 
 async function api(path, body) {

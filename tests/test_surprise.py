@@ -174,3 +174,25 @@ def test_another_checkpoint_clears_the_last_ones_surprise_and_the_page_has_its_o
             assert faces == 1
     finally:
         driver.quit()
+
+
+def test_the_chinese_page_gets_its_errors_in_chinese(root):
+    from selenium.webdriver.common.by import By
+
+    driver, wait = headless_chromium()
+    try:
+        with LiveServer(root) as server:
+            driver.get(server.url)
+            wait.until(lambda d: d.find_element(By.ID, "checkpoint").get_attribute("value"))
+            if driver.find_element(By.ID, "lang").text == "中文":
+                driver.find_element(By.ID, "lang").click()  # to Chinese
+            prompt = driver.find_element(By.ID, "prompt")
+            prompt.clear()
+            prompt.send_keys("Zebra")  # characters the Q&A model never saw
+            driver.find_element(By.ID, "go").click()
+            error = wait.until(lambda d: d.find_element(By.ID, "error").text)
+            assert error.startswith("模型从没见过这些字符：") and "'Z'" in error
+            status, text = server.post("/api/surprise", {"text": "Zebra"})  # a client that asks for nothing: English
+            assert status == 400 and "never seen" in text
+    finally:
+        driver.quit()
