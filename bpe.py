@@ -208,6 +208,11 @@ class BPETokenizer:
         """How token i reads on its own (a piece of a character shows as �)."""
         return self.token_bytes[i].decode("utf-8", errors="replace")
 
+    def token_label(self, i):
+        """Token i as a learner reads it in a list: its text, or, when it is only part of a character, its bytes in
+        hex, <e6 b7> (day1_bpe.py shows them so too)."""
+        return text_or_hex(self.token_bytes[i])
+
     def unknown(self, text):
         """The characters of text this tokenizer cannot encode: none, for bytes cover everything."""
         return []
@@ -225,6 +230,19 @@ class BPETokenizer:
         if saved.get("pattern", PATTERN) != PATTERN:
             raise ValueError("this checkpoint's BPE splits words with another pattern")
         return cls(saved["merges"])
+
+
+def hex_bytes(token_bytes):
+    """b"\\xe6\\xb7" -> "<e6 b7>": how a token that is only part of a character is shown."""
+    return "<" + " ".join(f"{b:02x}" for b in token_bytes) + ">"
+
+
+def text_or_hex(token_bytes):
+    """Bytes as text, or as <hex> when they are not whole UTF-8 characters: the readable name of a token."""
+    try:
+        return token_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        return hex_bytes(token_bytes)
 
 
 class StreamDecoder:

@@ -24,7 +24,7 @@ def readable(token_bytes):
     try:
         return token_bytes.decode("utf-8").replace(" ", "␣").replace("\n", "\\n")
     except UnicodeDecodeError:
-        return "<" + " ".join(f"{b:02x}" for b in token_bytes) + ">"
+        return bpe.hex_bytes(token_bytes)
 
 
 def shown(token_bytes):

@@ -128,24 +128,28 @@ def surprise(model, tokenizer, ids, device, lock=None, top=SURPRISE_TOP):
     evenly over its bytes, and a character gets the bits of its bytes: a character's surprise is its share of
     the token's. The first token has nothing before it and is not scored.
     """
-    tokens = [{"text": tokenizer.token_text(ids[0]), "bits": None, "top": None}]
+    label = tokenizer.token_label if tokenizer.kind == "bpe" else tokenizer.token_text  # part of a character: <e6 b7>
+    tokens = [{"text": label(ids[0]), "bits": None, "top": None}]
     for target, logp, best in scored_tokens(model, ids, device, lock, top):
-        tokens.append({"text": tokenizer.token_text(target), "bits": -logp / math.log(2),
-                       "top": [[tokenizer.token_text(i), round(math.exp(v), 5)] for v, i in best]})
+        tokens.append({"text": label(target), "bits": -logp / math.log(2),
+                       "top": [[label(i), round(math.exp(v), 5)] for v, i in best]})
     # Spread each token's bits over its bytes, then add up each character's bytes.
-    chars = []  # [bytes so far, bits (None until a scored byte comes), the token holding its first byte]
+    chars = []  # [bytes so far, bits (None until a scored byte comes), the tokens its bytes come from]
     for k, token in enumerate(tokens):
         piece = tokenizer.token_bytes[ids[k]] if tokenizer.kind == "bpe" else token["text"].encode("utf-8")
         for b in piece:
             if (b & 0xC0) != 0x80 or not chars:  # not a UTF-8 continuation byte: a new character starts
-                chars.append([b"", None, k])
+                chars.append([b"", None, []])
             chars[-1][0] += bytes([b])
+            if k not in chars[-1][2]:
+                chars[-1][2].append(k)
             if token["bits"] is not None:
                 chars[-1][1] = (chars[-1][1] or 0.0) + token["bits"] / len(piece)
     total = sum(t["bits"] for t in tokens[1:])
     scored_chars = int(torch.as_tensor(tokenizer.chars_per_token)[torch.tensor(ids[1:], dtype=torch.long)].sum())
     return {"kind": tokenizer.kind, "tokens": tokens, "chars": [c.decode("utf-8", errors="replace") for c, _, _ in chars],
-            "char_bits": [bits for _, bits, _ in chars], "char_token": [k for _, _, k in chars],
+            "char_bits": [bits for _, bits, _ in chars], "char_token": [k[0] for _, _, k in chars],
+            "char_tokens": [k for _, _, k in chars],  # a character split between tokens: all of them
             "total_bits": total, "scored_chars": scored_chars,
             "mean_bits": total / scored_chars if scored_chars else None}
 

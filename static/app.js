@@ -24,6 +24,7 @@ const TEXT = {
     note_char: "A character-level model: one token per character. The first character is only context, so it has no score.",
     note_bpe: (n) => `A BPE model: this text is ${n} tokens. A token's bits are spread evenly over its characters (over its bytes, where a character is split between two tokens), so each character shows its share of its token's surprise. The first token is only context.`,
     char_bits: (ch, bits) => `${ch}: ${bits} bits`, token_of: (tok, bits, n) => `its token ${tok}: ${bits} bits over ${n} character(s)`,
+    tokens_of: (parts) => `its bytes come from more than one token (bits): ${parts}`,
     context_only: "Only context: nothing comes before it, so the model did not predict it.", bits: "bits",
     full_bpc: "Bits per character, whole split",
   },
@@ -49,6 +50,7 @@ const TEXT = {
     note_char: "字符级模型：一个字符一个 token。第一个字符只是上下文，所以没有分数。",
     note_bpe: (n) => `BPE 模型：这段文字是 ${n} 个 token。一个 token 的比特数平均分给它的字符（一个字符被分在两个 token 里时，按字节分），所以每个字符显示的是它在所属 token 的意外度里占的份额。第一个 token 只是上下文。`,
     char_bits: (ch, bits) => `${ch}：${bits} 比特`, token_of: (tok, bits, n) => `所在 token ${tok}：${bits} 比特，分给 ${n} 个字符`,
+    tokens_of: (parts) => `它的字节来自几个 token（比特）：${parts}`,
     context_only: "只是上下文：它前面没有字，模型没有预测它。", bits: "比特",
     full_bpc: "整个验证集上每个字符的比特数",
   },
@@ -66,6 +68,7 @@ function t(key, ...args) {
 }
 
 function show(text) {  // whitespace made visible, for labels: a character, or a BPE token's characters
+  if (/^<[0-9a-f]{2}( [0-9a-f]{2})*>$/.test(text)) return text;  // part of a character: its bytes, <e6 b7>
   return [...text].map((ch) => ({ "\n": "\\n", " ": "␣", "\t": "\\t" }[ch] ?? ch)).join("");
 }
 
@@ -316,8 +319,13 @@ function pickChar(index) {
   if (bits == null || !token.top) { $("surprise_pick").textContent = t("context_only"); return; }
   let line = t("char_bits", show(ch), bits.toFixed(2));
   if (surprise.kind === "bpe") {
-    const n = surprise.char_token.filter((k) => k === surprise.char_token[index]).length;
-    line += " — " + t("token_of", show(token.text), token.bits.toFixed(2), n);
+    const from = surprise.char_tokens[index];
+    if (from.length > 1) {  // its bytes come from two tokens: each gave it a share
+      line += " — " + t("tokens_of", from.map((k) => `${show(surprise.tokens[k].text)} (${(surprise.tokens[k].bits ?? 0).toFixed(2)})`).join(" + "));
+    } else {
+      const n = surprise.char_token.filter((k) => k === surprise.char_token[index]).length;
+      line += " — " + t("token_of", show(token.text), token.bits.toFixed(2), n);
+    }
   }
   $("surprise_pick").textContent = line;
   const best = token.top.length ? token.top[0][1] : 1;

@@ -4,6 +4,7 @@ headless Chromium, for a character model and a BPE one; and a BPE model through 
 import json
 import math
 import os
+import re
 import urllib.request
 
 import pytest
@@ -196,3 +197,18 @@ def test_the_chinese_page_gets_its_errors_in_chinese(root):
             assert status == 400 and "never seen" in text
     finally:
         driver.quit()
+
+
+def test_a_character_split_between_tokens_names_them_all_and_a_partial_token_shows_its_bytes(bpe_checkpoint):
+    # The hover panel named one token where a character's bits came from two, and showed a partial token as �.
+    model, tokenizer = load_model(bpe_checkpoint)
+    ids = tokenizer.encode("问：「床前明月光」的下一句是什么？\n答：疑是地上霜。\n\n")
+    result = page_api.surprise(model, tokenizer, ids, "cpu")
+    split = [i for i, tokens in enumerate(result["char_tokens"]) if len(tokens) > 1]
+    assert split, "no character of the text is split between tokens: pick another text"
+    for i in split:
+        assert result["char_token"][i] == result["char_tokens"][i][0]
+        labels = [result["tokens"][k]["text"] for k in result["char_tokens"][i]]
+        assert all(re.fullmatch(r"<[0-9a-f]{2}( [0-9a-f]{2})*>", label) or "\ufffd" not in label for label in labels)
+        assert any(label.startswith("<") for label in labels)
+    assert all("\ufffd" not in token["text"] for token in result["tokens"])
