@@ -3,14 +3,16 @@ MINIGPT_LANG=zh and each quoted line must appear in the output, in order ("..." 
 what depends on the machine, in the quote and the output alike). The 常见错误 rows listed in `<!-- errors: ... -->`
 must be the one line the command really prints."""
 
-import os
+import contextlib
+import importlib
+import inspect
+import io
 import re
 import shlex
-import subprocess
-import sys
 
 import pytest
 
+import cli
 from conftest import REPO
 
 TUTORIAL = (REPO / "TUTORIAL.md").read_text(encoding="utf-8")
@@ -28,12 +30,22 @@ QUICK = ["--time_budget", "0", "--max_iters", "1", "--eval_interval", "1", "--ev
 
 
 def run_in(folder, command, *extra):
-    """(exit status, stdout, stderr) of a command as a learner runs it, in Chinese."""
+    """(exit status, stdout, stderr) of a command as a learner runs it, in Chinese, from `folder`; in this process
+    (a fresh interpreter per command would cost two seconds each just to import torch)."""
     argv = shlex.split(command)
-    env = {**os.environ, "MINIGPT_LANG": "zh", "PYTHONIOENCODING": "utf-8"}
-    done = subprocess.run([sys.executable, str(REPO / argv[1]), *argv[2:], *extra], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=600)
-    return done.returncode, done.stdout, done.stderr
+    module = importlib.import_module(argv[1].removesuffix(".py"))
+    args = [*argv[2:], *extra]
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MINIGPT_LANG", "zh")
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.run_main(lambda: module.main(args) if inspect.signature(module.main).parameters else module.main())
+                status = 0
+            except SystemExit as e:
+                status = e.code or 0
+    return status, out.getvalue(), err.getvalue()
 
 
 def masked(text, masks):
