@@ -99,7 +99,7 @@ def main(argv=None):
     model, tokenizer = load_model(args.checkpoint, device, "python3 prepare_qa_data.py && " + TRAIN_COMMAND)
     if not Path(args.heldout).is_file():
         raise UserError(_("no held-out questions at {path}; make them first with python3 prepare_qa_data.py").format(
-            path=args.heldout))
+            path=shown_path(args.heldout)))
     rows = read_heldout(args.heldout)
     unknown = tokenizer.unknown("".join(prompt(q) for _, q, _ in rows))
     if unknown:
