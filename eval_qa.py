@@ -33,6 +33,7 @@ def kinds():
         "sub3": _("3-digit subtraction"),
         "poem_next": _("the next line of a poem"),
         "poem_author": _("the author of a poem"),
+        "poem_line_author": _("who wrote a line"),
     }
 
 
@@ -86,8 +87,21 @@ def answer_all(model, tokenizer, questions, batch_size, max_new_tokens, device, 
     return answers
 
 
+def pick_examples(rows, answers):
+    """Of each kind of question, the first one answered right and the first answered wrong (when there is one):
+    (kind, question, expected, answer) in the kinds' order."""
+    picked = []
+    for kind in kinds():
+        for right in (True, False):
+            row = next(((k, q, a) for k, q, a in rows if k == kind and (answers[q] == a) == right), None)
+            if row:
+                picked.append((*row, answers[row[1]]))
+    return picked
+
+
 def most_frequent_author(train_text):
-    authors = re.findall(r"问：《.*?》的作者是谁？\n答：(.*?)\n", train_text)
+    """The poet most often named in the training text's answers about authors."""
+    authors = re.findall(r"问：(?:《.*?》的作者是谁|「.*?」是谁写的)？\n答：(.*?)\n", train_text)
     return Counter(authors).most_common(1)[0][0] if authors else None
 
 
@@ -121,7 +135,7 @@ def main(argv=None):
             continue
         right = sum(answers[q] == a for q, a in items)
         scores[kind] = right / len(items)
-        if kind == "poem_author" and top_author:
+        if kind in ("poem_author", "poem_line_author") and top_author:
             base = _("{share:.1%} (always {author})").format(
                 share=sum(a == top_author for _, a in items) / len(items), author=top_author)
         elif kind.startswith(("add", "sub")):
@@ -132,7 +146,7 @@ def main(argv=None):
                 share=sum(a == common for _, a in items) / len(items))
         table.append(f"| {label} | {len(items)} | **{scores[kind]:.1%}** | {base} |")
     print("\n".join(table))
-    examples = [(k, q, a, answers[q]) for k, q, a in rows[:: max(1, len(rows) // 8)]]
+    examples = pick_examples(rows, answers)
     print("\n" + _("examples:"))
     for k, q, a, got in examples:
         verdict = _("right") if got == a else _("expected {answer!r}").format(answer=a)

@@ -91,7 +91,7 @@ def qa(tmp_path_factory):
     folder = tmp_path_factory.mktemp("qa")
     poems = folder / "poems.txt"
     poems.write_text("\n\n".join(POEMS.split("\n\n")[:40]) + "\n", encoding="utf-8")
-    flags = ["--poems", poems, "--num_poems", "40", "--three_digit", "200", "--out", folder / "qa.txt",
+    flags = ["--poems", poems, "--num_poems", "40", "--three_digit", "200", "--rewrites", "2", "--out", folder / "qa.txt",
              "--heldout", folder / "heldout.tsv"]
     assert run(prepare_qa_data, *flags) == 0
     assert run(train, "--data", folder / "qa.txt", "--out_dir", folder / "out", "--max_iters", "60",
@@ -104,7 +104,7 @@ def test_qa_data_is_deterministic_well_formed_and_holds_questions_out(qa, tmp_pa
     assert "问：37+58等于多少？\n答：95\n\n" in text or "37+58" in (qa / "heldout.tsv").read_text(encoding="utf-8")
     rows = [line.split("\t") for line in (qa / "heldout.tsv").read_text(encoding="utf-8").splitlines()]
     kinds = {kind for kind, _, _ in rows}
-    assert kinds == {"add2", "add3", "sub2", "sub3", "poem_next", "poem_author"}
+    assert kinds == {"add2", "add3", "sub2", "sub3", "poem_next", "poem_author", "poem_line_author"}
     for kind, question, answer in rows:
         assert f"问：{question}\n" not in text  # never asked in training
         if kind.startswith(("add", "sub")):
@@ -114,10 +114,60 @@ def test_qa_data_is_deterministic_well_formed_and_holds_questions_out(qa, tmp_pa
     assert "床前明月光，疑是地上霜" in text or "静夜思" not in POEMS[:2000]  # the poems' own text is in the mix
 
     again = tmp_path / "again.txt"
-    flags = ["--poems", qa / "poems.txt", "--num_poems", "40", "--three_digit", "200", "--out", again,
+    flags = ["--poems", qa / "poems.txt", "--num_poems", "40", "--three_digit", "200", "--rewrites", "2", "--out", again,
              "--heldout", tmp_path / "again.tsv"]
     assert run(prepare_qa_data, *flags) == 0
     assert again.read_bytes() == (qa / "qa.txt").read_bytes()  # the same seed, the same file
+
+
+def held_out_rows(path):
+    return [tuple(line.split("\t")) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def assert_every_held_out_fact_is_in_the_text_but_no_held_out_question(text, rows, poems):
+    """The held-out rule of prepare_qa_data.py, rewrites included."""
+    for kind, question, answer in rows:
+        assert question not in text  # not as a question, nor any sentence that holds its words whole
+    sentences = text.split("\n")
+    for kind, question, answer in rows:
+        if kind == "poem_next":  # the line pair is stated in a plain sentence
+            line = question[1 : question.index("」")]
+            assert any(f"「{line}」" in s and f"「{answer}」" in s and "问：" not in s for s in sentences)
+        elif kind == "poem_line_author":  # ... and so is who wrote the line
+            line = question[1 : question.index("」")]
+            assert any(f"「{line}」" in s and answer in s and "问：" not in s for s in sentences)
+        elif kind == "poem_author":
+            title = question[1 : question.index("》")]
+            assert any(f"《{title}》" in s and answer in s and "问：" not in s for s in sentences)
+    assert all(p["text"] in text for p in poems)  # and every poem as it is written
+
+
+def test_rewritten_poems_state_every_held_out_fact_and_ask_no_held_out_question(qa):
+    text = (qa / "qa.txt").read_text(encoding="utf-8")
+    rows = held_out_rows(qa / "heldout.tsv")
+    poems = prepare_qa_data.read_poems(qa / "poems.txt", 40)
+    assert_every_held_out_fact_is_in_the_text_but_no_held_out_question(text, rows, poems)
+    assert len([r for r in rows if r[0] == "poem_line_author"]) > len([r for r in rows if r[0] == "poem_author"])
+    # Two rewrites of a poem are worded and ordered differently
+    rewrites = [block for block in text.split("\n\n") if "李白《静夜思》" in block or "在李白的《静夜思》" in block
+                or "《静夜思》是李白" in block or "李白写了《静夜思》" in block or "——李白的《静夜思》" in block]
+    assert len(rewrites) == 2 and rewrites[0] != rewrites[1]
+
+
+def test_another_seed_holds_out_other_questions_with_the_same_guarantees(qa, tmp_path):
+    flags = ["--poems", qa / "poems.txt", "--num_poems", "40", "--three_digit", "200", "--seed", "1",
+             "--out", tmp_path / "qa.txt", "--heldout", tmp_path / "heldout.tsv", "--knowledge_out", tmp_path / "k.txt"]
+    assert run(prepare_qa_data, *flags) == 0
+    rows, first = held_out_rows(tmp_path / "heldout.tsv"), held_out_rows(qa / "heldout.tsv")
+    for kind in ("add2", "sub2", "poem_next", "poem_line_author"):
+        mine, theirs = ({q for k, q, _ in r if k == kind} for r in (rows, first))
+        assert len(mine) == len(theirs) and mine != theirs, kind
+    text = (tmp_path / "qa.txt").read_text(encoding="utf-8")
+    poems = prepare_qa_data.read_poems(qa / "poems.txt", 40)
+    assert_every_held_out_fact_is_in_the_text_but_no_held_out_question(text, rows, poems)
+    knowledge = (tmp_path / "k.txt").read_text(encoding="utf-8")  # the poem text alone, to pretrain on
+    assert "问：" not in knowledge and all(p["text"] in knowledge for p in poems)
+    assert sorted(knowledge.split("\n\n")) == sorted(b for b in text.split("\n\n") if "问：" not in b)
 
 
 def test_more_or_fewer_3_digit_questions_leave_the_other_held_out_questions_as_they_were(qa, tmp_path):
@@ -148,6 +198,16 @@ def test_eval_qa_speaks_chinese_under_a_chinese_locale(qa, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| 问题 | 留出的题数 | 完全答对 | 基线 |" in out and "| 两位数加法（例如 37+58） |" in out
     assert "死记硬背" in out and "question" not in out
+
+
+def test_eval_qa_shows_a_right_and_a_wrong_answer_of_each_kind():
+    rows = [("add2", "1+1等于多少？", "2"), ("add2", "2+2等于多少？", "4"), ("add2", "3+3等于多少？", "6"),
+            ("poem_next", "「甲」的下一句是什么？", "乙"), ("poem_author", "《丙》的作者是谁？", "丁")]
+    answers = {"1+1等于多少？": "3", "2+2等于多少？": "4", "3+3等于多少？": "6", "「甲」的下一句是什么？": "乙",
+               "《丙》的作者是谁？": "戊"}
+    assert eval_qa.pick_examples(rows, answers) == [
+        ("add2", "2+2等于多少？", "4", "4"), ("add2", "1+1等于多少？", "2", "3"),  # right first, then wrong
+        ("poem_next", "「甲」的下一句是什么？", "乙", "乙"), ("poem_author", "《丙》的作者是谁？", "丁", "戊")]
 
 
 def test_answer_all_stops_at_the_end_marker_and_batches_by_length():
