@@ -54,6 +54,11 @@ class Config:
     eval_interval: int = _param(500, "evaluate train/val loss every this many steps (and, under a time "
                                            "budget, also every twelfth of it)")
     eval_iters: int = _param(20, "batches averaged for each loss estimate")
+    # all: every prediction is trained, as in days 4 and 5. answers: supervised fine-tuning's convention
+    # (nanochat, minimind); advanced project 2 measures it
+    loss_on: str = _param("all", "all: train every prediction; answers: in question-and-answer text (问：... 答：...), "
+                                 "train no prediction inside a question (plain text still trains every one; "
+                                 "evaluations score what is trained)")
     # Muon for the hidden weight matrices: the largest single gain in the speedrun
     optimizer: str = _param("muon", "muon: Muon for the blocks' weight matrices and AdamW for the rest; "
                                     "adamw: AdamW for every parameter")
@@ -174,6 +179,8 @@ def validate(cfg):
         (cfg.max_iters >= 0, _("max_iters must be >= 0")),
         (cfg.eval_interval >= 1, _("eval_interval must be >= 1")),
         (cfg.eval_iters >= 1, _("eval_iters must be >= 1")),
+        (cfg.loss_on in ("all", "answers"), _("loss_on must be all or answers, got {value!r}").format(
+            value=cfg.loss_on)),
         (cfg.learning_rate > 0, _("learning_rate must be > 0, got {value}").format(value=cfg.learning_rate)),
         (cfg.adamw_lr_ratio > 0, _("adamw_lr_ratio must be > 0, got {value}").format(value=cfg.adamw_lr_ratio)),
         (0.0 <= cfg.warmup_fraction < 1.0, _("warmup_fraction must be in [0, 1), got {value}").format(

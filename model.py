@@ -338,7 +338,8 @@ class GPTModel(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))
+            # A target of -1 is not trained (train.py --loss_on answers)
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
         return logits, loss
 
     def embed(self, idx, offset=0):

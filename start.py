@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -22,6 +23,7 @@ from cli import UserError
 from config import Config, apply_overrides, choose_preset, config_from_args, validate
 from i18n import _
 from model import MODEL_ARGS, GPTModel
+from qa_format import QUESTION_PATTERN, question_mask
 from token_cache import load_tokens
 from utils import REPO_DIR, CharTokenizer, read_text, set_seed, tokenizer_from_checkpoint, train_val_split
 
@@ -80,6 +82,7 @@ class Corpus:
     n_chars: int
     val_chars: int  # characters in the validation split: what bits per character divides by
     bpe_seconds: float = 0.0  # how long learning the BPE merges took (0: they came from a checkpoint)
+    targets: dict = None  # --loss_on answers: {"train", "val"}: the ids as targets, -1 in questions (no loss)
 
 
 @dataclass
@@ -128,6 +131,11 @@ def start_run(args, device):
         start = init_from(args, out_dir, device)
     else:
         start = from_scratch(args, device)
+    if start.cfg.loss_on == "answers":
+        start.corpus.targets = answers_only(start.corpus, start.state.data)
+        masked = int((start.corpus.targets["train"] < 0).sum())
+        start.notes.append(_("loss on answers only: {masked:,} of the {total:,} training tokens are in questions, "
+                             "neither trained nor scored").format(masked=masked, total=len(start.corpus.train)))
     if not args.resume and (out_dir / "ckpt.pt").exists():
         start.notes.insert(0, _("note: {path} exists and will be replaced once this run has a better model; use "
                                 "--out_dir to keep it").format(path=out_dir / "ckpt.pt"))
@@ -263,6 +271,29 @@ def bpe_corpus(data, tokenizer, bpe_seconds=0.0):
     train_text, val_text = train_val_split(text)
     splits = [torch.from_numpy(tokenizer.encode_array(part).astype("int64")) for part in (train_text, val_text)]
     return Corpus(tokenizer, *splits, len(text), len(val_text), bpe_seconds=bpe_seconds)
+
+
+def answers_only(corpus, data):
+    """--loss_on answers: {"train", "val"}: each split's ids as targets, with -1 (no loss, and not scored) at each
+    token of a question. Training and evaluation then measure the same thing, so the best checkpoint is the one
+    that answers best."""
+    texts = train_val_split(read_text(data))
+    if not QUESTION_PATTERN.search(texts[0]):
+        raise UserError(_("--loss_on answers trains only the answers of question-and-answer text, but {data} has no "
+                          "questions (问：... then 答：...). Make it with python3 prepare_qa_data.py, or drop "
+                          "--loss_on").format(data=data))
+    return {name: question_targets(ids, text, corpus.tokenizer)
+            for name, ids, text in zip(("train", "val"), (corpus.train, corpus.val), texts)}
+
+
+def question_targets(ids, text, tokenizer):
+    """ids as a tensor of targets, -1 at each token that starts inside a question of text."""
+    in_question = torch.from_numpy(question_mask(text))
+    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    chars = torch.as_tensor(tokenizer.chars_per_token)[ids]  # characters starting in each token
+    # The character each token starts (a token holding only the end of a character: that character)
+    first = (torch.cumsum(chars, 0) - chars - (chars == 0).long()).clamp(0, max(len(text) - 1, 0))
+    return torch.where(in_question[first], -1, ids)
 
 
 # BPE is learned by the readable bpe.train when Hugging Face's tokenizers is not installed: its time grows with

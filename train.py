@@ -156,6 +156,7 @@ class Run:
     meter: CpuMeter = None
     pace: Pace = None
     tokens_per_char: float = 1.0  # of the validation split: turns a loss per token into one per character
+    targets: dict = None  # --loss_on answers: {"train", "val"}: what is predicted, -1 where nothing is scored
 
     @property
     def master(self):  # only the first process logs, evaluates, samples and saves
@@ -183,7 +184,7 @@ class Run:
 
     def next_batch(self):
         return get_batch(self.splits["train"], self.cfg.batch_size, self.cfg.block_size, self.device,
-                         self.batch_generator)
+                         self.batch_generator, (self.targets or {}).get("train"))
 
     def evaluation_due(self):
         """Every eval_interval steps, and under a time budget also every 1/CLOCK_EVALS of it, so that even a
@@ -216,7 +217,8 @@ def evaluate_and_save(run):
     cfg, state = run.cfg, run.state
     started = time.perf_counter()
     with run.autocast:
-        losses = estimate_loss(run.eval_model, run.splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, run.device)
+        losses = estimate_loss(run.eval_model, run.splits, cfg.eval_iters, cfg.batch_size, cfg.block_size, run.device,
+                               targets=run.targets)
     if not all(math.isfinite(v) for v in losses.values()):
         raise FloatingPointError(state.step)
     run.eval_seconds = time.perf_counter() - started
@@ -258,6 +260,7 @@ def prepare(args, rank, world_size, device):
     corpus = start.corpus
     run = Run(cfg=cfg, state=state, tokenizer=corpus.tokenizer, raw_model=model, model=trained, optimizer=optimizer,
               batch_generator=batch_generator, splits={"train": corpus.train, "val": corpus.val},
+              targets=corpus.targets,
               autocast=autocast_context(device, cfg.precision), out_dir=Path(args.out_dir), device=device, rank=rank,
               world_size=world_size, average=average, threads=threads,
               tokens_per_char=len(corpus.val) / corpus.val_chars)
@@ -422,7 +425,7 @@ def evaluate_best_model(run):
     batch = max(1, min(512, 2**22 // (run.cfg.block_size * run.tokenizer.vocab_size)))
     # No autocast: in fp32 whatever the run trained in, so runs are compared by the model's exact loss.
     full_val, full_bpc = full_split_scores(run.raw_model, run.splits["val"], run.cfg.block_size, batch, run.device,
-                                           run.tokenizer.chars_per_token)
+                                           run.tokenizer.chars_per_token, (run.targets or {}).get("val"))
     best["full_val_loss"], best["full_val_bpc"] = full_val, full_bpc
     i = next(i for i, row in enumerate(state.history) if row.step == best["step"])
     state.history[i] = state.history[i]._replace(full_val_loss=full_val, full_val_bpc=full_bpc)

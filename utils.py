@@ -174,11 +174,13 @@ def train_val_split(data, train_fraction=0.9):
     return data[:n], data[n:]
 
 
-def get_batch(data, batch_size, block_size, device, generator=None):
+def get_batch(data, batch_size, block_size, device, generator=None, targets=None):
     """Sample batch_size random windows of block_size tokens from data.
 
     data: 1-D torch tensor or numpy array of token ids. Returns x, y: (batch_size, block_size)
     int64 on device, with y the same windows shifted one token to the right (the next characters).
+    targets: optional, a 1-D int64 tensor as long as data that y is read from instead: -1 where a
+    prediction gets no loss (train.py --loss_on answers).
     """
     if len(data) <= block_size:
         raise ValueError(f"need more than block_size={block_size} tokens to sample a batch, got {len(data)}")
@@ -189,6 +191,8 @@ def get_batch(data, batch_size, block_size, device, generator=None):
     else:
         windows = torch.from_numpy(np.stack([data[s : s + block_size + 1] for s in starts.tolist()]).astype(np.int64))
     x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # (B, T) each
+    if targets is not None:
+        y = targets[starts[:, None] + torch.arange(1, block_size + 1)]  # (B, T)
     return x.to(device), y.to(device)
 
 
@@ -197,11 +201,12 @@ def get_batch(data, batch_size, block_size, device, generator=None):
 
 
 @torch.no_grad()
-def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, seed=0):
+def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, seed=0, targets=None):
     """Mean loss over eval_iters batches of each split, in eval mode.
 
     The batches come from their own generator, seeded the same way each time, so every evaluation
     scores the same windows (a fair comparison between steps) and training's randomness is untouched.
+    targets: optional {split name: targets} for get_batch (-1: a prediction that is not scored).
     """
     model.eval()
     out = {}
@@ -209,7 +214,7 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, see
         generator = torch.Generator().manual_seed(seed)
         losses = torch.zeros(eval_iters)
         for k in range(eval_iters):
-            x, y = get_batch(data, batch_size, block_size, device, generator)
+            x, y = get_batch(data, batch_size, block_size, device, generator, (targets or {}).get(name))
             _, loss = model(x, y)
             losses[k] = loss.item()
         out[name] = losses.mean().item()
@@ -268,15 +273,17 @@ def full_split_loss(model, data, block_size, batch_size, device):
     return token_losses(model, data, block_size, batch_size, device).losses.double().mean().item()
 
 
-def full_split_scores(model, data, block_size, batch_size, device, chars_per_token):
+def full_split_scores(model, data, block_size, batch_size, device, chars_per_token, targets=None):
     """(nats per token, bits per character) over the whole of `data`.
 
     Bits per character is the one number that compares models with different tokenizers: the same
     total surprise, in bits (nats / ln 2), divided by the characters of text predicted rather than
     by the tokens. For a character model it is simply the loss / ln 2.
     chars_per_token: a numpy array, characters in each token id (the tokenizer's).
+    targets: optional, as in get_batch: only the predictions whose target is not -1 are scored.
     """
     scores = token_losses(model, data, block_size, batch_size, device)
-    chars = torch.as_tensor(chars_per_token)[scores.targets].sum().item()
-    losses = scores.losses.double()
+    scored = torch.ones(len(scores.targets), dtype=torch.bool) if targets is None else targets[1:] >= 0
+    chars = torch.as_tensor(chars_per_token)[scores.targets[scored]].sum().item()
+    losses = scores.losses.double()[scored]
     return losses.mean().item(), losses.sum().item() / math.log(2) / chars
