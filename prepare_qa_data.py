@@ -1,7 +1,7 @@
 """Advanced project 2, step 1: build a question-and-answer text for train.py, in Chinese.
 
     python3 prepare_qa_data.py                 # writes data/qa.txt and data/qa_heldout.tsv
-    python3 train.py --data data/qa.txt --out_dir out-qa
+    python3 train.py --data data/qa.txt --out_dir out-qa --loss_on answers
     python3 eval_qa.py                         # exact match on the held-out questions
     python3 chat.py                            # ask it yourself
 

@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 # How the README trains the Q&A model; prepare_qa_data.py, chat.py and eval_qa.py print it as the next step.
-TRAIN_COMMAND = "python3 train.py --data data/qa.txt --out_dir out-qa"
+TRAIN_COMMAND = "python3 train.py --data data/qa.txt --out_dir out-qa --loss_on answers"
 
 QUESTION, ANSWER, END = "问：", "答：", "\n\n"  # END: the blank line after an answer, where generation stops
 # A question: 问： at the start of the text or after a blank line, to the 答： that starts its answer

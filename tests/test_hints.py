@@ -15,7 +15,7 @@ from conftest import REPO, assert_clean_error, run
 
 SMALL = ["--n_embd", "32", "--num_heads", "2", "--n_layer", "2", "--block_size", "16", "--batch_size", "8",
          "--eval_interval", "10", "--eval_iters", "2", "--time_budget", "0", "--sample_tokens", "0", "--device", "cpu"]
-QA_TRAIN = "python3 prepare_qa_data.py && python3 train.py --data data/qa.txt --out_dir out-qa"
+QA_TRAIN = "python3 prepare_qa_data.py && python3 train.py --data data/qa.txt --out_dir out-qa --loss_on answers"
 
 
 def test_a_missing_checkpoint_names_the_command_that_makes_it_without_markdown(tmp_path, monkeypatch, capsys):
