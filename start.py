@@ -82,7 +82,7 @@ class Corpus:
     n_chars: int
     val_chars: int  # characters in the validation split: what bits per character divides by
     bpe_seconds: float = 0.0  # how long learning the BPE merges took (0: they came from a checkpoint)
-    targets: dict = None  # --loss_on answers: {"train", "val"}: the ids as targets, -1 in questions (no loss)
+    targets: dict = field(default_factory=dict)  # --loss_on answers: {"train", "val"}: ids as targets, -1 in questions
 
 
 @dataclass

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -156,7 +156,7 @@ class Run:
     meter: CpuMeter = None
     pace: Pace = None
     tokens_per_char: float = 1.0  # of the validation split: turns a loss per token into one per character
-    targets: dict = None  # --loss_on answers: {"train", "val"}: what is predicted, -1 where nothing is scored
+    targets: dict = field(default_factory=dict)  # --loss_on answers: {"train", "val"}: -1 where nothing is scored
 
     @property
     def master(self):  # only the first process logs, evaluates, samples and saves
@@ -184,7 +184,7 @@ class Run:
 
     def next_batch(self):
         return get_batch(self.splits["train"], self.cfg.batch_size, self.cfg.block_size, self.device,
-                         self.batch_generator, (self.targets or {}).get("train"))
+                         self.batch_generator, self.targets.get("train"))
 
     def evaluation_due(self):
         """Every eval_interval steps, and under a time budget also every 1/CLOCK_EVALS of it, so that even a
@@ -425,7 +425,7 @@ def evaluate_best_model(run):
     batch = max(1, min(512, 2**22 // (run.cfg.block_size * run.tokenizer.vocab_size)))
     # No autocast: in fp32 whatever the run trained in, so runs are compared by the model's exact loss.
     full_val, full_bpc = full_split_scores(run.raw_model, run.splits["val"], run.cfg.block_size, batch, run.device,
-                                           run.tokenizer.chars_per_token, (run.targets or {}).get("val"))
+                                           run.tokenizer.chars_per_token, run.targets.get("val"))
     best["full_val_loss"], best["full_val_bpc"] = full_val, full_bpc
     i = next(i for i, row in enumerate(state.history) if row.step == best["step"])
     state.history[i] = state.history[i]._replace(full_val_loss=full_val, full_val_bpc=full_bpc)
